@@ -1,0 +1,31 @@
+"""Shared fixtures: where the shared data sets are, and running the CLI in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LMLAB_DATA", REPO.parent / "shared" / "data"))
+
+
+def data_path(*parts: str) -> Path:
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path} (set LMLAB_DATA)")
+    return path
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``lmlab ARGS`` in-process; return (exit code, stdout, stderr)."""
+    from lmlab.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
