@@ -60,10 +60,11 @@ def atomic_open(path, mode: str = "wb", encoding: str | None = None):
     _fsync_dir(path.parent)
 
 
-def write_json(path, data) -> None:
+def write_json(path, data, indent: int | None = 2) -> None:
+    """Write JSON atomically; ``indent=None`` for large files (json's C encoder, ~10x faster)."""
+    text = json.dumps(data, ensure_ascii=False, indent=indent)
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, indent=2, sort_keys=False)
-        handle.write("\n")
+        handle.write(text + "\n")
 
 
 def read_json(path, what: str = "JSON file"):

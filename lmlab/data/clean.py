@@ -45,7 +45,10 @@ class CleanOptions:
 def clean_paragraph(text: str, nfkc: bool = False) -> str:
     if nfkc:
         text = unicodedata.normalize("NFKC", text)
-    text = _NEWLINES.sub("\n", text)
+    if text.isprintable():  # fast path, most paragraphs: no control, tab or line break
+        return _SPACES.sub(" ", text).strip() if "  " in text else text.strip()
+    if "\r" in text:
+        text = _NEWLINES.sub("\n", text)
     text = _CONTROL.sub("", text)
     text = _SPACES.sub(" ", text)
     return _LINE_EDGES.sub("\n", text).strip()

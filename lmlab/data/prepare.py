@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import signal
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -41,7 +41,7 @@ from lmlab.data.readers import ReadOptions, expand_paths, read_source
 from lmlab.data.shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, TOKENIZER, ShardWriter, token_dtype
 from lmlab.errors import ConfigError, DataError
 from lmlab.io import read_json, remove_stale_temporaries, sha256_file, write_json
-from lmlab.tokenizers import KINDS, Tokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
+from lmlab.tokenizers import KINDS, HFTokenizer, Tokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
 
 UNITS = ("document", "paragraph", "sentence")
 SPLIT_ORDERS = ("random", "ordered")
@@ -180,7 +180,6 @@ _WORKER: dict = {}
 
 def init_worker(config: dict) -> None:
     """Set up a worker process: options and (for encoding) the tokenizer."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _WORKER.clear()
     _WORKER["clean"] = CleanOptions(**config["clean"])
     _WORKER["unit"] = config["unit"]
@@ -207,18 +206,59 @@ def _units(paragraphs: tuple[str, ...], unit: str, lang: str) -> list[str]:
     return [sentence for paragraph in paragraphs for sentence in split_sentences(paragraph, lang)]
 
 
-def _encode(tokenizer: Tokenizer, texts: list[str], dtype: np.dtype) -> np.ndarray:
-    """Encode units and put the end token after each, as one flat array."""
+def _encode(tokenizer: Tokenizer, texts: list[str], dtype: np.dtype) -> list[np.ndarray]:
+    """Encode units in one batch (Hugging Face tokenizers use their threads on it)."""
     encoded = tokenizer.encode_batch(texts)
     eos = tokenizer.eos_id
-    out = np.empty(sum(len(ids) for ids in encoded) + len(encoded), dtype=dtype)
-    position = 0
+    arrays = []
     for ids in encoded:
-        out[position : position + len(ids)] = ids
-        position += len(ids)
-        out[position] = eos
-        position += 1
-    return out
+        array = np.empty(len(ids) + 1, dtype=dtype)
+        array[:-1] = ids
+        array[-1] = eos
+        arrays.append(array)
+    return arrays
+
+
+def encode_items(tokenizer: Tokenizer, items: list[Processed], dtype: np.dtype) -> None:
+    """Replace the texts of kept documents by their tokens (one batch for all of them)."""
+    kept = [item for item in items if item.drop is None]
+    arrays = iter(_encode(tokenizer, [text for item in kept for text in item.texts], dtype))
+    for item in kept:
+        pieces = [next(arrays) for _ in range(item.units)]
+        item.tokens = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+        item.texts = None
+
+
+def encode_in_background(items: Iterator[Processed], tokenizer: Tokenizer, dtype: np.dtype,
+                         batch_chars: int = 1 << 20) -> Iterator[Processed]:
+    """Encode documents' texts on a background thread, in order, while the next ones are read.
+
+    For Hugging Face tokenizers: they release the GIL and use every core, so
+    one big batch here beats one small batch in each worker process.
+    """
+    def batches():
+        batch, chars = [], 0
+        for item in items:
+            batch.append(item)
+            chars += item.chars
+            if chars >= batch_chars:
+                yield batch
+                batch, chars = [], 0
+        if batch:
+            yield batch
+
+    with ThreadPoolExecutor(1) as pool:
+        pending: collections.deque = collections.deque()
+        for batch in batches():
+            pending.append((batch, pool.submit(encode_items, tokenizer, batch, dtype)))
+            if len(pending) >= 2:
+                batch, done = pending.popleft()
+                done.result()
+                yield from batch
+        while pending:
+            batch, done = pending.popleft()
+            done.result()
+            yield from batch
 
 
 def process_chunk(chunk: list[tuple[int, str, RawDocument]]) -> list[Processed]:
@@ -230,15 +270,13 @@ def process_chunk(chunk: list[tuple[int, str, RawDocument]]) -> list[Processed]:
         item = Processed(index, split, drop)
         if drop is None:
             item.key = document_key(paragraphs) if options.dedup else 0
-            texts = _units(paragraphs, _WORKER["unit"], _WORKER["lang"])
-            item.units = len(texts)
-            item.chars = sum(len(t) for t in texts)
-            item.utf8_bytes = sum(len(t.encode("utf-8")) for t in texts) + len(texts)  # +1 per end token
-            if tokenizer is None:
-                item.texts = texts
-            else:
-                item.tokens = _encode(tokenizer, texts, _WORKER["dtype"])
+            item.texts = _units(paragraphs, _WORKER["unit"], _WORKER["lang"])
+            item.units = len(item.texts)
+            item.chars = sum(len(t) for t in item.texts)
+            item.utf8_bytes = sum(len(t.encode("utf-8")) for t in item.texts) + item.units  # +1 per end token
         results.append(item)
+    if tokenizer is not None:
+        encode_items(tokenizer, results, _WORKER["dtype"])
     return results
 
 
@@ -247,7 +285,7 @@ def _size(document: RawDocument) -> int:
     return len(body) if isinstance(body, str) else sum(len(p) for p in body)
 
 
-def _chunks(items: Iterable[tuple[int, str, RawDocument]], max_docs: int, max_chars: int = 1 << 18) -> Iterator[list]:
+def _chunks(items: Iterable[tuple[int, str, RawDocument]], max_docs: int, max_chars: int = 1 << 20) -> Iterator[list]:
     """Group documents into work units of about ``max_chars`` characters (or ``max_docs`` documents)."""
     chunk, chars = [], 0
     for item in items:
@@ -463,7 +501,12 @@ class Prepare:
             self._save_state(state)
 
         try:
-            for item in self._processed(self._config(tokenizer), state, stats, skip=done):
+            if isinstance(tokenizer, HFTokenizer):  # threads of its own: encode here, in batches
+                items = encode_in_background(self._processed(self._config(None), state, stats, skip=done),
+                                             tokenizer, dtype)
+            else:  # pure Python: encode in the worker processes
+                items = self._processed(self._config(tokenizer), state, stats, skip=done)
+            for item in items:
                 report.documents_read += 1
                 bar.update(1)
                 if kill_after and report.documents_read >= kill_after:

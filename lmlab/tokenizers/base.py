@@ -61,7 +61,7 @@ class Tokenizer(ABC):
         """A JSON-serialisable description; ``from_dict`` of it gives an equal tokenizer."""
 
     def save(self, path) -> None:
-        write_json(Path(path), self.to_dict())
+        write_json(Path(path), self.to_dict(), indent=None if self.vocab_size > 1000 else 2)
 
     def fingerprint(self) -> str:
         canonical = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
