@@ -80,3 +80,30 @@ def test_keras_fit_reads_prepared_shards(tmp_path):
     evaluation = SequentialWindows(valid, block_size=16, batch_size=64)
     loss = model.evaluate(keras_dataset(evaluation), verbose=0)
     assert 1.5 < loss < np.log(vocab)
+
+
+JAX_FIT = """
+import numpy as np, keras, sys
+from lmlab.data import RandomWindows, SequentialWindows, keras_dataset, open_split
+assert keras.backend.backend() == "jax"
+folder = sys.argv[1]
+model = keras.Sequential([keras.Input((16,), dtype="int32"), keras.layers.Embedding(67, 8), keras.layers.Dense(67)])
+model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+history = model.fit(keras_dataset(RandomWindows(open_split(folder, "train"), 16, 32), steps=40), epochs=2, verbose=0)
+loss = model.evaluate(keras_dataset(SequentialWindows(open_split(folder, "valid"), 16, 64)), verbose=0)
+print(history.history["loss"][0], history.history["loss"][-1], loss)
+"""
+
+
+def test_keras_fit_on_the_jax_backend(tmp_path):
+    pytest.importorskip("jax")
+    import os
+    import subprocess
+    import sys
+
+    prepare(str(data_path("tinyshakespeare", "input.txt")), tmp_path, tokenizer="char")
+    result = subprocess.run([sys.executable, "-c", JAX_FIT, str(tmp_path)], capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, last, evaluation = map(float, result.stdout.split())
+    assert last < first and 1.5 < evaluation < np.log(67)

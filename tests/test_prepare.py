@@ -241,3 +241,14 @@ def test_debug_shows_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lmlab", "--debug", "prepare", str(tmp_path / "nope"), "--out",
                              str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and "Traceback" in result.stderr and "DataError" in result.stderr
+
+
+def test_every_command_has_help(cli):
+    for args in (["--help"], ["prepare", "--help"], ["data", "stats", "--help"], ["data", "verify", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli(*args)
+        assert exit_.value.code == 0
+    code, out, _ = cli()
+    assert code == 2 and "prepare" in out
+    result = subprocess.run([sys.executable, "-m", "lmlab", "--version"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("lmlab ")
