@@ -116,6 +116,73 @@ def cmd_data_verify(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train, eval, generate
+
+
+def cmd_train(args) -> int:
+    from lmlab.training.config import TrainConfig, build_config
+    from lmlab.training.trainer import train
+
+    if args.resume:
+        config = TrainConfig()
+        if args.config or args.set or args.data:
+            raise ConfigError("--resume continues a run with its own saved config; drop the other options")
+        run = args.resume
+    else:
+        if not args.out:
+            raise ConfigError("give --out RUN (a new run folder) or --resume RUN")
+        config = build_config(args.config, args.set, data=args.data, preset=args.preset, max_steps=args.max_steps)
+        run = args.out
+    result = train(config, run, resume=bool(args.resume), progress=not args.quiet and sys.stderr.isatty(),
+                   log=(lambda m: None) if args.quiet else _log)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from lmlab.evaluation import evaluate_run
+
+    result = evaluate_run(args.run, split=args.split, text_file=args.text, stride=args.stride,
+                          batch_size=args.batch_size, checkpoint=args.checkpoint)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['source']} ({result['tokens']:,} tokens, {result['checkpoint']}): loss {result['loss']:.4f}, "
+              f"perplexity {result['perplexity']:.3f}, bits per byte {result['bits_per_byte']:.4f}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from lmlab.generation import generate_text
+    from lmlab.runs import load_run
+    from lmlab.samplers import SamplerConfig
+
+    run = load_run(args.run, args.checkpoint)
+    sampler = SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    prompts = args.prompt or [""]
+    stream = None
+    if len(prompts) == 1 and not args.json:
+        print(prompts[0], end="", flush=True)
+        stream = lambda text: print(text, end="", flush=True)  # noqa: E731 - a one-line callback
+    outputs = generate_text(run.model, run.tokenizer, prompts, args.max_new_tokens, sampler, args.seed,
+                            stream=stream)
+    if args.json:
+        print(json.dumps([{"prompt": p, "completion": o} for p, o in zip(prompts, outputs)], ensure_ascii=False))
+    elif stream is not None:
+        print()
+    else:
+        for prompt, output in zip(prompts, outputs):
+            print(f"{prompt}{output}\n")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from lmlab.demo import run_demo
+
+    run_demo(args.out, args.text, args.steps, say=print, progress=sys.stderr.isatty())
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -165,6 +232,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=cmd_prepare)
 
+    p = commands.add_parser("demo", help="prepare Tiny Shakespeare, train a small model, evaluate and generate")
+    p.add_argument("--out", default="runs/demo", help="folder for the data and the run (default runs/demo)")
+    p.add_argument("--text", help="path of Tiny Shakespeare's input.txt (default: found under LMLAB_DATA)")
+    p.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
+    p.set_defaults(func=cmd_demo)
+
+    p = commands.add_parser("train", help="train a Transformer language model on prepared data",
+                            description="Train from a config file and/or options; every config field can be set "
+                            "with --set key=value (model fields as model.NAME=VALUE).")
+    p.add_argument("config", nargs="?", help="YAML or TOML config file")
+    p.add_argument("--data", help="a folder made by lmlab prepare")
+    p.add_argument("--preset", help="model preset: debug, shakespeare-char, gpt2-small, llama-small")
+    p.add_argument("--max-steps", type=int, help="optimizer steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("eval", help="perplexity and bits per byte of a run's model")
+    p.add_argument("run")
+    p.add_argument("--split", default="test", help="split of the run's data (default test)")
+    p.add_argument("--text", help="score this UTF-8 text file instead")
+    p.add_argument("--stride", type=int, help="sliding-window stride (default: the block size)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--checkpoint", default="best", help="best (default) or last")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("generate", help="generate text from a run's model (KV cache)")
+    p.add_argument("run")
+    p.add_argument("--prompt", action="append", help="prompt text; repeat for a batch")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="best", help="best (default) or last")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_generate)
+
     data = commands.add_parser("data", help="inspect prepared data").add_subparsers(dest="data_command", metavar="COMMAND")
     p = data.add_parser("stats", help="token, document and shard counts of a prepared folder")
     p.add_argument("folder")
@@ -178,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

@@ -40,6 +40,7 @@ from lmlab.data.documents import WIKITEXT, RawDocument, ReadStats
 from lmlab.data.readers import ReadOptions, expand_paths, read_source
 from lmlab.data.shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, TOKENIZER, ShardWriter, token_dtype
 from lmlab.errors import ConfigError, DataError
+from lmlab.progress import progress_bar
 from lmlab.io import read_json, remove_stale_temporaries, sha256_file, write_json
 from lmlab.tokenizers import KINDS, HFTokenizer, Tokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
 
@@ -479,7 +480,7 @@ class Prepare:
         done = state["documents_done"]
         if done:
             self.log(f"resuming after {done:,} documents")
-        bar = _progress(self.progress, initial=done)
+        bar = progress_bar(self.progress, "prepare", " docs", initial=done)
         # Fault injection for the kill tests: SIGKILL this process after N documents.
         kill_after = int(os.environ.get("LMLAB_TEST_KILL_AFTER_DOCS", "0"))
 
@@ -597,22 +598,6 @@ class _TrainingTexts:
                 self.chars += len(text)
             if self.chars >= limit:
                 return
-
-
-def _progress(enabled: bool, initial: int = 0):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(desc="prepare", unit=" docs", initial=initial, dynamic_ncols=True, mininterval=0.5)
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
 
 
 def prepare(sources, out, workers: int = 1, overwrite: bool = False, progress: bool = False,

@@ -1,0 +1,64 @@
+"""``lmlab demo``: the newcomer's tour — prepare, train, evaluate, generate, saying each step.
+
+Tiny Shakespeare at character level with nanoGPT's CPU recipe (4 layers, 4
+heads, 128 wide, block 64, batch 12, 2,000 steps): a few minutes on two cores.
+Re-running it continues an interrupted run and reuses a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmlab.errors import DataError
+
+DEFAULT_TEXT = Path("tinyshakespeare") / "input.txt"
+
+
+def find_text(text: str | None) -> Path:
+    candidates = [Path(text)] if text else [
+        Path(os.environ.get("LMLAB_DATA", "../shared/data")) / DEFAULT_TEXT,
+        Path(__file__).resolve().parents[2] / "shared" / "data" / DEFAULT_TEXT,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DataError("Tiny Shakespeare not found (looked in " + ", ".join(map(str, candidates))
+                    + "); give its path with --text or set LMLAB_DATA")
+
+
+def run_demo(out="runs/demo", text: str | None = None, steps: int = 2000, say=print, progress: bool = False) -> dict:
+    from lmlab.data.prepare import prepare
+    from lmlab.evaluation import evaluate_run
+    from lmlab.generation import generate_text
+    from lmlab.runs import load_run
+    from lmlab.samplers import SamplerConfig
+    from lmlab.training.config import TrainConfig
+    from lmlab.training.trainer import train
+
+    out = Path(out)
+    source = find_text(text)
+    say(f"1/4 prepare: {source} -> {out / 'data'} (characters; the last tenth of the speeches for validation)")
+    manifest = prepare(str(source), out / "data", tokenizer="char", split=(0.9, 0.1, 0.0), split_order="ordered",
+                       clean={"dedup": False}, workers=1)
+    say(f"    {manifest['splits']['train']['tokens']:,} training and {manifest['splits']['valid']['tokens']:,} "
+        f"validation tokens, vocabulary {manifest['tokenizer']['vocab_size']}")
+    run = out / "run"
+    if (run / "results.json").exists():
+        say(f"2/4 train: {run} is already trained; reusing it (delete it to train again)")
+    else:
+        resume = (run / "config.json").exists()
+        say(f"2/4 train: nanoGPT's CPU Shakespeare recipe for {steps:,} steps -> {run}"
+            + (" (resuming)" if resume else ""))
+        config = TrainConfig(data=str(out / "data"), preset="shakespeare-char", max_steps=steps,
+                             warmup_steps=min(100, steps - 1), eval_interval=max(steps // 4, 1))
+        train(config, run, resume=resume, progress=progress, log=lambda m: say("    " + m))
+    result = evaluate_run(run, split="valid")
+    say(f"3/4 evaluate on the validation text: loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f}, "
+        f"{result['bits_per_byte']:.3f} bits per byte")
+    loaded = load_run(run)
+    say("4/4 generate (temperature 0.8, 300 characters, prompt 'ROMEO:'):\n")
+    sample = generate_text(loaded.model, loaded.tokenizer, ["ROMEO:"], 300, SamplerConfig(temperature=0.8), seed=0,
+                           stop_at_eos=False)[0]
+    say("ROMEO:" + sample.replace("<eos>", "\n\n"))
+    return {"valid": result, "sample": sample}

@@ -1,0 +1,153 @@
+"""Autoregressive generation with a KV cache, compiled on TensorFlow (XLA) and JAX.
+
+The prompt is run through the model once (prefill) to fill the cache; each
+new token then costs one step over a single position. Both are compiled
+functions with static shapes (the cache has ``block_size`` slots); the
+Python loop around the step streams tokens out as they come. When a
+sequence would outgrow the context, the cache is rebuilt from the last half
+context of tokens (as nanoGPT crops its input). Prompts of different lengths
+are generated in groups of equal length. :func:`generate_uncached` is the
+reference: a full forward pass for every token.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+
+from lmlab.errors import ConfigError
+from lmlab.samplers import SamplerConfig, sample_next
+
+
+class Decoder:
+    """Compiled prefill and one-token steps for one model."""
+
+    def __init__(self, model, sampler: SamplerConfig):
+        self.model, self.sampler = model, sampler
+        self.block_size = model.config.block_size
+        backend = keras.backend.backend()
+
+        def run(ids, cache, index, seed):
+            logits, cache = model.call_with_cache(ids, cache, index)
+            return sample_next(logits[:, -1, :], sampler, seed), cache
+
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            self._run = tf.function(run, jit_compile=True, reduce_retracing=True)
+        elif backend == "jax":
+            import jax
+
+            self._run = jax.jit(run)
+        else:
+            self._run = run
+
+    def __call__(self, ids: np.ndarray, cache, index: int, seed: np.ndarray):
+        next_ids, cache = self._run(ids.astype(np.int32), cache, np.int32(index), seed)
+        return np.asarray(keras.ops.convert_to_numpy(next_ids)), cache
+
+
+def _decoder(model, sampler: SamplerConfig) -> Decoder:
+    """One compiled decoder per model and sampler settings, reused across calls."""
+    decoders = model.__dict__.setdefault("_lmlab_decoders", {})
+    if sampler not in decoders:
+        decoders[sampler] = Decoder(model, sampler)
+    return decoders[sampler]
+
+
+def _seed(base: int, step: int) -> np.ndarray:
+    return np.array([base % 2**31, step], dtype="int32")
+
+
+def generate_ids(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampler: SamplerConfig | None = None,
+                 seed: int = 0, eos_id: int | None = None,
+                 on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
+    """New token ids for each prompt (prompt excluded), stopping at ``eos_id`` if given.
+
+    ``on_token(row, token)`` is called for every token as soon as it is chosen.
+    """
+    sampler = sampler or SamplerConfig()
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if any(len(p) == 0 for p in prompts):
+        raise ConfigError("every prompt needs at least one token (an empty prompt can start with the end token)")
+    decoder = _decoder(model, sampler)
+    outputs: list[list[int]] = [[] for _ in prompts]
+    groups: dict[int, list[int]] = {}
+    for row, prompt in enumerate(prompts):
+        groups.setdefault(len(prompt), []).append(row)
+    for rows in groups.values():
+        batch = [list(prompts[r]) for r in rows]
+        for local, token_list in enumerate(_generate_group(decoder, batch, max_new_tokens, seed, eos_id,
+                                                           on_token and (lambda i, t: on_token(rows[i], t)))):
+            outputs[rows[local]] = token_list
+    return outputs
+
+
+def _generate_group(decoder: Decoder, batch: list[list[int]], max_new_tokens: int, seed: int, eos_id,
+                    on_token) -> list[list[int]]:
+    block = decoder.block_size
+    history = [list(p) for p in batch]
+    new: list[list[int]] = [[] for _ in batch]
+    finished = np.zeros(len(batch), dtype=bool)
+
+    def prefill(step):
+        context = np.array([h[-(block // 2 if len(h) >= block else block):] for h in history])  # (B, t)
+        cache = decoder.model.init_cache(len(batch), block)
+        ids, cache = decoder(context, cache, 0, _seed(seed, step))
+        return ids, cache, context.shape[1]
+
+    ids, cache, index = prefill(0)
+    for step in range(max_new_tokens):
+        for row, token in enumerate(ids.tolist()):
+            if finished[row]:
+                continue
+            new[row].append(token)
+            history[row].append(token)
+            if on_token:
+                on_token(row, token)
+            if eos_id is not None and token == eos_id:
+                finished[row] = True
+        if finished.all() or step == max_new_tokens - 1:
+            break
+        if index >= block:  # the cache is full: rebuild it from the recent context
+            ids, cache, index = prefill(step + 1)
+            continue
+        ids, cache = decoder(ids[:, None], cache, index, _seed(seed, step + 1))
+        index += 1
+    return new
+
+
+def generate_uncached(model, prompt: Sequence[int], max_new_tokens: int) -> list[int]:
+    """Greedy decoding with a full forward pass per token: the reference for the cached path."""
+    block = model.config.block_size
+    ids = list(prompt)
+    for _ in range(max_new_tokens):
+        context = np.array([ids[-block:]], dtype=np.int32)
+        logits = keras.ops.convert_to_numpy(model(context))
+        ids.append(int(np.argmax(logits[0, -1])))
+    return ids[len(prompt):]
+
+
+def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 200,
+                  sampler: SamplerConfig | None = None, seed: int = 0, stop_at_eos: bool = True,
+                  stream: Callable[[str], None] | None = None) -> list[str]:
+    """Generate continuations of text prompts; ``stream`` receives the first prompt's text as it grows."""
+    encoded = [tokenizer.encode(p) or [tokenizer.eos_id] for p in prompts]
+    pieces: list[int] = []
+    printed = [0]
+
+    def on_token(row: int, token: int) -> None:
+        if stream is None or row != 0:
+            return
+        pieces.append(token)
+        text = tokenizer.decode(pieces)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            stream(text[printed[0]:])
+            printed[0] = len(text)
+
+    ids = generate_ids(model, encoded, max_new_tokens, sampler, seed, tokenizer.eos_id if stop_at_eos else None,
+                       on_token)
+    return [tokenizer.decode([t for t in row if t != tokenizer.eos_id]) for row in ids]

@@ -1,0 +1,188 @@
+"""Causal self-attention for decoder language models, with a KV cache.
+
+One layer serves both GPT-2 style (Radford et al. 2019; nanoGPT's
+``CausalSelfAttention``) and Llama style (Hugging Face ``LlamaAttention`` in
+``models/llama/modeling_llama.py``):
+
+- separate ``q_proj``, ``k_proj``, ``v_proj`` and ``o_proj`` projections (Hugging
+  Face Llama names; GPT-2's fused ``c_attn`` splits into the first three);
+- grouped-query attention (Ainslie et al. 2023): ``n_kv_head`` key/value heads,
+  each repeated for ``n_head // n_kv_head`` query heads (Hugging Face ``repeat_kv``
+  order: kv head ``j`` serves query heads ``j*g ... j*g + g-1``);
+- optional rotary positions on q and k (:mod:`lmlab.layers.rotary`);
+- two interchangeable attention paths chosen by name, as ``transformers`` does:
+  ``"reference"`` (:func:`reference_attention`, plain float32 softmax attention,
+  like ``eager_attention_forward``) and ``"fused"`` (``keras.ops.dot_product_attention``,
+  which each backend may lower to a faster kernel). A test checks they agree.
+
+Cached decoding keeps one tensor per layer of shape ``(2, B, S, n_kv_head, head_dim)``
+(keys then values; ``S`` = the cache's fixed length). New keys and values are
+written with ``keras.ops.slice_update`` at a traced index and a mask hides the
+slots not yet written, so shapes stay static inside a compiled loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from lmlab.layers.rotary import RotaryEmbedding
+
+IMPLEMENTATIONS = ("fused", "reference")
+
+
+def causal_mask(query_length, key_length, start_index=0):
+    """Boolean ``(T, S)`` mask, ``True`` where attention is allowed.
+
+    Query ``i`` sits at position ``start_index + i`` and sees key ``j`` iff
+    ``j <= start_index + i``; with a cache of ``S`` slots this also hides every
+    slot past the newest token.
+    """
+    query_positions = ops.arange(query_length, dtype="int32") + ops.cast(start_index, "int32")  # (T,)
+    key_positions = ops.arange(key_length, dtype="int32")  # (S,)
+    return ops.less_equal(key_positions[None, :], query_positions[:, None])  # (T, S)
+
+
+def reference_attention(q, k, v, mask):
+    """``softmax(q k^T / sqrt(hd) + mask) v``, computed in float32.
+
+    Args:
+        q: ``(B, T, N, hd)`` queries.
+        k, v: ``(B, S, N, hd)`` keys and values (kv heads already repeated).
+        mask: boolean, broadcastable to ``(T, S)``; ``True`` where attention is allowed.
+            Every query row must allow at least one key (a causal mask always does).
+
+    Returns:
+        ``(B, T, N, hd)`` in the dtype of ``q``.
+    """
+    dtype = q.dtype
+    head_dim = q.shape[-1]
+    q32, k32, v32 = (ops.cast(t, "float32") for t in (q, k, v))
+    scores = ops.einsum("btnh,bsnh->bnts", q32, k32) / math.sqrt(head_dim)  # (B, N, T, S)
+    scores = ops.where(mask[None, None, :, :], scores, ops.full_like(scores, -1e30))
+    scores = scores - ops.max(scores, axis=-1, keepdims=True)
+    weights = ops.exp(scores)
+    probs = weights / ops.sum(weights, axis=-1, keepdims=True)  # (B, N, T, S)
+    out = ops.einsum("bnts,bsnh->btnh", probs, v32)  # (B, T, N, hd)
+    return ops.cast(out, dtype)
+
+
+@keras.saving.register_keras_serializable(package="lmlab")
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head causal self-attention with optional GQA, RoPE and a KV cache.
+
+    Args:
+        hidden_dim: model width ``d``; input and output are ``(B, T, d)``.
+        n_head: query heads; ``head_dim = hidden_dim // n_head``.
+        n_kv_head: key/value heads (``None``: ``n_head``); must divide ``n_head``.
+        use_bias: biases on the four projections (GPT-2 yes, Llama no).
+        dropout: dropout rate on the output projection (training only).
+        rope_theta: rotary base; ``None`` for no rotary positions (GPT-2 style).
+        implementation: ``"fused"`` or ``"reference"``.
+        kernel_initializer: for q/k/v.
+        output_initializer: for ``o_proj`` (GPT-2 scales it down by depth).
+        seed: seed for the dropout layer.
+
+    ``call(x, cache=None, cache_index=None, training=None)``: without a cache,
+    returns ``(B, T, d)``; with a layer cache ``(2, B, S, n_kv_head, head_dim)``
+    and the position ``cache_index`` of ``x[:, 0]``, returns ``(output, new_cache)``.
+    """
+
+    def __init__(self, hidden_dim: int, n_head: int, n_kv_head: int | None = None,
+                 use_bias: bool = True, dropout: float = 0.0, rope_theta: float | None = None,
+                 implementation: str = "fused", kernel_initializer="glorot_uniform",
+                 output_initializer=None, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        n_kv_head = n_head if n_kv_head is None else n_kv_head
+        if hidden_dim % n_head or n_head % n_kv_head:
+            raise ValueError(f"bad head counts: hidden_dim={hidden_dim}, n_head={n_head}, "
+                             f"n_kv_head={n_kv_head}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        self.hidden_dim = int(hidden_dim)
+        self.n_head = int(n_head)
+        self.n_kv_head = int(n_kv_head)
+        self.head_dim = self.hidden_dim // self.n_head
+        self.use_bias = bool(use_bias)
+        self.dropout_rate = float(dropout)
+        self.rope_theta = None if rope_theta is None else float(rope_theta)
+        self.implementation = implementation
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.output_initializer = keras.initializers.get(output_initializer or kernel_initializer)
+        self.seed = seed
+
+        def dense(units, name, initializer):
+            return keras.layers.Dense(units, use_bias=self.use_bias, kernel_initializer=initializer,
+                                      bias_initializer="zeros", dtype=self.dtype_policy, name=name)
+
+        kv_width = self.n_kv_head * self.head_dim
+        self.q_proj = dense(self.n_head * self.head_dim, "q_proj", self.kernel_initializer)
+        self.k_proj = dense(kv_width, "k_proj", self.kernel_initializer)
+        self.v_proj = dense(kv_width, "v_proj", self.kernel_initializer)
+        self.o_proj = dense(self.hidden_dim, "o_proj", self.output_initializer)
+        self.rotary = None
+        if self.rope_theta is not None:
+            self.rotary = RotaryEmbedding(self.head_dim, self.rope_theta, dtype=self.dtype_policy,
+                                          name="rotary")
+        self.dropout = keras.layers.Dropout(self.dropout_rate, seed=seed, dtype=self.dtype_policy,
+                                            name="dropout")
+
+    def build(self, input_shape):
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            proj.build(input_shape)
+        self.o_proj.build(tuple(input_shape[:-1]) + (self.n_head * self.head_dim,))
+
+    def call(self, x, cache=None, cache_index=None, training=None):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        q = ops.reshape(self.q_proj(x), (batch, length, self.n_head, self.head_dim))  # (B, T, nh, hd)
+        k = ops.reshape(self.k_proj(x), (batch, length, self.n_kv_head, self.head_dim))  # (B, T, nkv, hd)
+        v = ops.reshape(self.v_proj(x), (batch, length, self.n_kv_head, self.head_dim))  # (B, T, nkv, hd)
+        start = 0 if cache is None else cache_index
+        if self.rotary is not None:
+            q = self.rotary(q, start_index=start)
+            k = self.rotary(k, start_index=start)
+
+        mask = None  # plain causal over the T new tokens
+        if cache is not None:
+            kv = ops.cast(ops.stack([k, v], axis=0), cache.dtype)  # (2, B, T, nkv, hd)
+            cache = ops.slice_update(cache, [0, 0, cache_index, 0, 0], kv)  # (2, B, S, nkv, hd)
+            k, v = ops.cast(cache[0], q.dtype), ops.cast(cache[1], q.dtype)  # (B, S, nkv, hd)
+            mask = causal_mask(length, ops.shape(k)[1], cache_index)  # (T, S)
+
+        y = self._attend(q, k, v, mask)  # (B, T, nh, hd)
+        y = ops.reshape(y, (batch, length, self.n_head * self.head_dim))  # (B, T, d)
+        y = self.dropout(self.o_proj(y), training=training)
+        return y if cache is None else (y, cache)
+
+    def _attend(self, q, k, v, mask):
+        groups = self.n_head // self.n_kv_head
+        if groups > 1:  # grouped-query attention: share each kv head across `groups` query heads
+            k = ops.repeat(k, groups, axis=2)  # (B, S, nh, hd)
+            v = ops.repeat(v, groups, axis=2)  # (B, S, nh, hd)
+        if self.implementation == "reference":
+            if mask is None:
+                mask = causal_mask(ops.shape(q)[1], ops.shape(k)[1])
+            return reference_attention(q, k, v, mask)
+        if mask is None:
+            return ops.dot_product_attention(q, k, v, is_causal=True)
+        return ops.dot_product_attention(q, k, v, mask=mask[None, None, :, :])  # mask (1, 1, T, S)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_dim": self.hidden_dim,
+            "n_head": self.n_head,
+            "n_kv_head": self.n_kv_head,
+            "use_bias": self.use_bias,
+            "dropout": self.dropout_rate,
+            "rope_theta": self.rope_theta,
+            "implementation": self.implementation,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "output_initializer": keras.initializers.serialize(self.output_initializer),
+            "seed": self.seed,
+        }

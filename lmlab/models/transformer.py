@@ -1,0 +1,550 @@
+"""The Transformer decoder language model, in GPT-2 and Llama styles.
+
+What this module holds, top to bottom:
+
+- :class:`TransformerConfig`: one frozen, validated, JSON-serialisable config;
+- :data:`PRESETS` and :func:`preset`: named shapes, each citing what it mirrors;
+- :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
+  the config alone (no weights allocated);
+- :class:`TransformerBlock` and :class:`TransformerLM`: the model, with KV-cache
+  decoding (:meth:`TransformerLM.init_cache`, :meth:`TransformerLM.call_with_cache`);
+- :func:`build_transformer`: a deterministic, built model.
+
+References followed:
+
+- ``style="gpt2"``: GPT-2 (Radford et al. 2019) as written in karpathy/nanoGPT
+  ``model.py``: learned token and position embeddings, pre-LayerNorm blocks, a
+  final LayerNorm, biases, GELU (tanh) MLP, output tied to the token embedding,
+  normal(0, 0.02) initialisation with residual projections scaled by
+  ``1/sqrt(2 * n_layer)``.
+- ``style="llama"``: Llama (Touvron et al. 2023) as written in Hugging Face
+  ``transformers/models/llama/modeling_llama.py``: token embedding only, RMSNorm
+  pre-norm, rotary positions on q and k, SwiGLU MLP, no biases, a final RMSNorm,
+  grouped-query attention, a tied or separate ``lm_head``. Same initialisation as
+  GPT-2 here (Hugging Face Llama uses normal(0, 0.02) without the depth scaling).
+
+Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import keras
+from keras import ops
+
+from lmlab.errors import ConfigError
+from lmlab.layers.attention import IMPLEMENTATIONS, CausalSelfAttention
+from lmlab.layers.mlp import GeluMLP, SwiGLUMLP
+from lmlab.layers.normalization import RMSNorm
+
+STYLES = ("gpt2", "llama")
+FAMILY = "transformer"
+INIT_STDDEV = 0.02  # GPT-2 / nanoGPT
+
+# Fields whose None means "derive from the others"; `replace` re-derives them.
+_AUTO_FIELDS = ("n_kv_head", "d_ff", "bias", "tie_embeddings")
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Everything that fixes a Transformer LM's shape and numerics.
+
+    Fields left ``None`` are resolved on construction, so reading a config (or
+    its :meth:`to_dict`) always shows the values the model uses:
+
+    - ``n_kv_head``: ``n_head`` (plain multi-head attention); smaller values give
+      grouped-query attention and must divide ``n_head``.
+    - ``d_ff``: gpt2 ``4 * d_model``; llama ``int(8 * d_model / 3)`` rounded up to a
+      multiple of ``multiple_of`` (Meta's Llama rule: 4096 → 11008 with 256).
+    - ``bias``: True for gpt2, False for llama (linear layers and LayerNorm).
+    - ``tie_embeddings``: True (the output layer reuses the token embedding).
+
+    :meth:`replace` re-derives the fields that were resolved automatically unless
+    they are overridden too, so ``preset(...).replace(d_model=64)`` gets a
+    ``d_ff`` that fits.
+    """
+
+    vocab_size: int
+    block_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int | None = None
+    d_model: int = 128
+    d_ff: int | None = None
+    multiple_of: int = 32
+    style: str = "gpt2"
+    dropout: float = 0.0
+    bias: bool | None = None
+    tie_embeddings: bool | None = None
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    attention: str = "fused"
+    family: str = FAMILY
+    _auto: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "multiple_of",
+                     "n_kv_head", "d_ff"):
+            value = getattr(self, name)
+            if value is None and name in _AUTO_FIELDS:
+                continue
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer: {name}={value!r}")
+            object.__setattr__(self, name, int(value))  # NumPy integers become plain ints
+        for name in ("bias", "tie_embeddings"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true, false or null, got {name}={value!r}")
+        if self.style not in STYLES:
+            raise ConfigError(f"style must be one of {', '.join(STYLES)}: style={self.style!r}")
+        if self.attention not in IMPLEMENTATIONS:
+            raise ConfigError(f"attention must be one of {', '.join(IMPLEMENTATIONS)}: "
+                              f"attention={self.attention!r}")
+        if self.family != FAMILY:
+            raise ConfigError(f"family must be {FAMILY!r} for a TransformerConfig: family={self.family!r}")
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1): dropout={self.dropout!r}")
+        for name in ("rope_theta", "norm_eps"):
+            value = getattr(self, name)
+            if not _is_number(value) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number: {name}={value!r}")
+        if self.d_model % self.n_head:
+            raise ConfigError(f"n_head must divide d_model: d_model={self.d_model}, n_head={self.n_head}")
+        if self.n_kv_head is not None and self.n_head % self.n_kv_head:
+            raise ConfigError(f"n_kv_head must divide n_head: n_head={self.n_head}, "
+                              f"n_kv_head={self.n_kv_head}")
+        if self.style == "llama" and (self.d_model // self.n_head) % 2:
+            raise ConfigError(f"llama style needs an even head size d_model / n_head for rotary positions: "
+                              f"d_model={self.d_model}, n_head={self.n_head} give {self.d_model // self.n_head}")
+
+        auto = frozenset(name for name in _AUTO_FIELDS if getattr(self, name) is None)
+        resolved = {
+            "n_kv_head": self.n_head,
+            "d_ff": _default_d_ff(self.style, self.d_model, self.multiple_of),
+            "bias": self.style == "gpt2",
+            "tie_embeddings": True,
+        }
+        for name in auto:
+            object.__setattr__(self, name, resolved[name])
+        object.__setattr__(self, "dropout", float(self.dropout))
+        object.__setattr__(self, "rope_theta", float(self.rope_theta))
+        object.__setattr__(self, "norm_eps", float(self.norm_eps))
+        object.__setattr__(self, "_auto", auto)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Resolved values of every field, JSON-serialisable."""
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TransformerConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a TransformerConfig needs a mapping of fields, got {type(d).__name__}")
+        known = cls.field_names()
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown TransformerConfig keys: {', '.join(map(str, unknown))} "
+                              f"(known: {', '.join(known)})")
+        if "vocab_size" not in d:
+            raise ConfigError("vocab_size is required (take it from the tokenizer)")
+        return cls(**d)
+
+    def replace(self, **overrides) -> "TransformerConfig":
+        """A copy with ``overrides`` applied; automatically resolved fields are re-derived."""
+        unknown = sorted(set(overrides) - set(self.field_names()))
+        if unknown:
+            raise ConfigError(f"unknown TransformerConfig keys: {', '.join(unknown)} "
+                              f"(known: {', '.join(self.field_names())})")
+        changes = {name: None for name in self._auto if name not in overrides}
+        changes.update(overrides)
+        return dataclasses.replace(self, **changes)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _default_d_ff(style: str, d_model: int, multiple_of: int) -> int:
+    if style == "gpt2":
+        return 4 * d_model
+    hidden = (2 * 4 * d_model) // 3  # Meta's Llama: int(2 * (4 * dim) / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+# ---------------------------------------------------------------------------
+# Presets: vocab_size comes from the tokenizer, so every preset needs it as an override.
+# ---------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A tiny model for tests and smoke runs; no reference, just small and fast.
+    "debug": dict(style="gpt2", n_layer=2, n_head=2, d_model=32, block_size=32),
+    # nanoGPT's README CPU recipe for config/train_shakespeare_char.py:
+    # --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 --dropout=0.0 (GPT-2 style, bias on).
+    "shakespeare-char": dict(style="gpt2", n_layer=4, n_head=4, d_model=128, block_size=64,
+                             dropout=0.0),
+    # GPT-2 124M: Hugging Face `gpt2` config.json (n_layer 12, n_head 12, n_embd 768,
+    # n_positions 1024, layer_norm_epsilon 1e-5); dropout 0.0 as nanoGPT's train_gpt2.py
+    # (the Hugging Face config trains with 0.1).
+    "gpt2-small": dict(style="gpt2", n_layer=12, n_head=12, d_model=768, block_size=1024,
+                       dropout=0.0),
+    # A scaled-down Llama (Hugging Face LlamaConfig layout): 8 layers of width 512, with
+    # Llama 3 8B's grouped-query ratio (32 query heads / 8 kv heads = 4), here 8 / 2;
+    # d_ff by Meta's rule with multiple_of 32 (1376); rope_theta 10000 as Llama 2.
+    "llama-small": dict(style="llama", n_layer=8, n_head=8, n_kv_head=2, d_model=512,
+                        block_size=512),
+}
+
+
+def preset(name: str, **overrides) -> TransformerConfig:
+    """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown transformer preset {name!r}; known presets: {', '.join(PRESETS)}")
+    if "vocab_size" not in overrides:
+        raise ConfigError(f"preset {name!r} needs vocab_size (from the tokenizer), "
+                          f"e.g. preset({name!r}, vocab_size=tokenizer.vocab_size)")
+    return TransformerConfig.from_dict({**PRESETS[name], **overrides})
+
+
+# ---------------------------------------------------------------------------
+# Closed forms from the config alone
+# ---------------------------------------------------------------------------
+
+
+def count_parameters(config: TransformerConfig, non_embedding: bool = False) -> int:
+    """Number of weights :class:`TransformerLM` allocates for ``config``, without building it.
+
+    ``non_embedding=True`` leaves out the position embeddings, as nanoGPT's
+    ``get_num_params`` does (a tied token embedding is kept: it is the output layer).
+    """
+    c = config
+    d, f, kv = c.d_model, c.d_ff, c.n_kv_head * c.head_dim
+    b = int(c.bias)
+    attention = 2 * d * d + 2 * d * kv + b * (2 * d + 2 * kv)  # q, o; k, v; biases
+    if c.style == "gpt2":
+        mlp = 2 * d * f + b * (f + d)
+        norm = d + b * d  # LayerNorm scale (+ shift)
+    else:
+        mlp = 3 * d * f + b * (2 * f + d)
+        norm = d  # RMSNorm scale
+    token = c.vocab_size * d
+    position = c.block_size * d if c.style == "gpt2" else 0
+    head = 0 if c.tie_embeddings else c.vocab_size * d
+    total = token + position + c.n_layer * (attention + mlp + 2 * norm) + norm + head
+    return total - position if non_embedding else total
+
+
+def estimate_flops_per_token(config: TransformerConfig, seq_len: int | None = None,
+                             num_parameters: int | None = None) -> int:
+    """Training FLOPs per token, ``6*N + 12*L*H*Q*T`` (see :meth:`TransformerLM.flops_per_token`)."""
+    n = count_parameters(config, non_embedding=True) if num_parameters is None else num_parameters
+    t = config.block_size if seq_len is None else int(seq_len)
+    return 6 * n + 12 * config.n_layer * config.n_head * config.head_dim * t
+
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+
+
+class _Initializers:
+    """Hands out GPT-2 initializers, each with its own seed derived from one base seed.
+
+    Keras initializers with equal integer seeds draw equal values, so each weight
+    gets ``seed + k`` (``k`` counts initializers in construction order); with no
+    seed they are random.
+    """
+
+    def __init__(self, seed: int | None):
+        self.seed = seed
+        self.count = 0
+
+    def normal(self, stddev: float = INIT_STDDEV):
+        seed = None
+        if self.seed is not None:
+            seed = self.seed + self.count
+            self.count += 1
+        return keras.initializers.RandomNormal(mean=0.0, stddev=stddev, seed=seed)
+
+    def dropout_seed(self):
+        if self.seed is None:
+            return None
+        self.count += 1
+        return self.seed + self.count - 1
+
+
+def _norm(config: TransformerConfig, name: str, dtype):
+    if config.style == "llama":
+        return RMSNorm(epsilon=config.norm_eps, dtype=dtype, name=name)
+    return keras.layers.LayerNormalization(epsilon=config.norm_eps, center=config.bias, dtype=dtype,
+                                           name=name)
+
+
+@keras.saving.register_keras_serializable(package="lmlab")
+class TransformerBlock(keras.layers.Layer):
+    """One pre-norm decoder block: ``x += attention(norm(x)); x += mlp(norm(x))``.
+
+    Sublayers: ``attention_norm``, ``attention`` (q/k/v/o_proj), ``mlp_norm``, ``mlp``
+    (``fc``/``proj`` for gpt2, ``gate_proj``/``up_proj``/``down_proj`` for llama).
+    """
+
+    def __init__(self, config: TransformerConfig | Mapping, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(config, TransformerConfig):
+            config = TransformerConfig.from_dict(config)
+        self.config = config
+        self.seed = seed
+        init = _Initializers(seed)
+        # Residual projections: std 0.02 / sqrt(2 * n_layer) (GPT-2 paper §2.3; nanoGPT c_proj).
+        residual_std = INIT_STDDEV / math.sqrt(2 * config.n_layer)
+        dtype = self.dtype_policy
+        self.attention_norm = _norm(config, "attention_norm", dtype)
+        self.attention = CausalSelfAttention(
+            hidden_dim=config.d_model, n_head=config.n_head, n_kv_head=config.n_kv_head,
+            use_bias=config.bias, dropout=config.dropout,
+            rope_theta=config.rope_theta if config.style == "llama" else None,
+            implementation=config.attention, kernel_initializer=init.normal(),
+            output_initializer=init.normal(residual_std), seed=init.dropout_seed(),
+            dtype=dtype, name="attention")
+        self.mlp_norm = _norm(config, "mlp_norm", dtype)
+        mlp_class = SwiGLUMLP if config.style == "llama" else GeluMLP
+        self.mlp = mlp_class(
+            hidden_dim=config.d_model, intermediate_dim=config.d_ff, use_bias=config.bias,
+            dropout=config.dropout, kernel_initializer=init.normal(),
+            output_initializer=init.normal(residual_std), seed=init.dropout_seed(),
+            dtype=dtype, name="mlp")
+
+    def build(self, input_shape):
+        self.attention_norm.build(input_shape)
+        self.attention.build(input_shape)
+        self.mlp_norm.build(input_shape)
+        self.mlp.build(input_shape)
+
+    def call(self, x, cache=None, cache_index=None, training=None):
+        h = self.attention_norm(x)
+        if cache is None:
+            x = x + self.attention(h, training=training)
+        else:
+            h, cache = self.attention(h, cache=cache, cache_index=cache_index, training=training)
+            x = x + h
+        x = x + self.mlp(self.mlp_norm(x), training=training)
+        return x if cache is None else (x, cache)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="lmlab")
+class TransformerLM(keras.Model):
+    """A decoder-only Transformer language model: int32 ``(B, T)`` ids → float32 ``(B, T, V)`` logits.
+
+    Args:
+        config: a :class:`TransformerConfig` (or its dict).
+        seed: base seed for initializers and dropout; ``None`` for random.
+        **kwargs: ``keras.Model`` arguments (``name``, ``dtype`` policy, ...).
+
+    Weight paths (Keras ``variable.path``) are stable: ``token_embedding``,
+    ``position_embedding`` (gpt2), ``blocks_{i}/attention_norm``,
+    ``blocks_{i}/attention/{q,k,v,o}_proj``, ``blocks_{i}/mlp_norm``,
+    ``blocks_{i}/mlp/...``, ``final_norm``, ``lm_head`` (untied only), each under
+    the model's name. Logits are float32 even under a mixed-precision policy.
+    """
+
+    def __init__(self, config: TransformerConfig | Mapping, seed: int | None = None, **kwargs):
+        if not isinstance(config, TransformerConfig):
+            config = TransformerConfig.from_dict(config)
+        kwargs.setdefault("name", "transformer_lm")
+        super().__init__(**kwargs)
+        self.config = config
+        self.seed = seed
+        c = config
+        dtype = self.dtype_policy
+        init = _Initializers(seed)
+
+        # Layers.
+        self.token_embedding = keras.layers.Embedding(
+            c.vocab_size, c.d_model, embeddings_initializer=init.normal(), dtype=dtype,
+            name="token_embedding")
+        self.position_embedding = None
+        if c.style == "gpt2":
+            self.position_embedding = keras.layers.Embedding(
+                c.block_size, c.d_model, embeddings_initializer=init.normal(), dtype=dtype,
+                name="position_embedding")
+        self.embedding_dropout = keras.layers.Dropout(c.dropout, seed=init.dropout_seed(), dtype=dtype,
+                                                      name="embedding_dropout")
+        block_seed = None if seed is None else seed + 1000
+        self.blocks = [
+            TransformerBlock(c, seed=None if seed is None else block_seed + 100 * i, dtype=dtype,
+                             name=f"blocks_{i}")
+            for i in range(c.n_layer)
+        ]
+        self.final_norm = _norm(c, "final_norm", dtype)
+        self.lm_head = None
+        if not c.tie_embeddings:
+            self.lm_head = keras.layers.Dense(c.vocab_size, use_bias=False,
+                                              kernel_initializer=init.normal(), dtype=dtype,
+                                              name="lm_head")
+
+    def build(self, input_shape=None):
+        hidden_shape = (None, None, self.config.d_model)
+        self.token_embedding.build()
+        if self.position_embedding is not None:
+            self.position_embedding.build()
+        for block in self.blocks:
+            block.build(hidden_shape)
+        self.final_norm.build(hidden_shape)
+        if self.lm_head is not None:
+            self.lm_head.build(hidden_shape)
+
+    # -- forward ------------------------------------------------------------
+
+    def call(self, token_ids, training=None):
+        x = self._embed(token_ids, 0, training)  # (B, T, d)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self._logits(x)
+
+    def _embed(self, token_ids, start, training=None):
+        length = token_ids.shape[1]
+        if isinstance(length, int) and length > self.config.block_size:
+            raise ConfigError(f"sequence length {length} exceeds block_size={self.config.block_size}")
+        x = self.token_embedding(ops.cast(token_ids, "int32"))  # (B, T, d)
+        if self.position_embedding is not None:
+            positions = ops.arange(ops.shape(token_ids)[1], dtype="int32") + ops.cast(start, "int32")
+            x = x + self.position_embedding(positions)[None, :, :]  # (1, T, d)
+        return self.embedding_dropout(x, training=training)
+
+    def _logits(self, x):
+        x = self.final_norm(x)
+        if self.lm_head is None:
+            table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
+            logits = ops.matmul(x, ops.transpose(table))  # (B, T, V)
+        else:
+            logits = self.lm_head(x)  # (B, T, V)
+        return ops.cast(logits, "float32")
+
+    # -- cached decoding ----------------------------------------------------
+
+    def init_cache(self, batch_size: int, max_length: int | None = None):
+        """An empty KV cache: zeros ``(n_layer, 2, B, max_length, n_kv_head, head_dim)`` in the compute dtype.
+
+        ``max_length`` defaults to ``block_size`` and may not exceed it.
+        """
+        c = self.config
+        max_length = c.block_size if max_length is None else int(max_length)
+        if not 1 <= max_length <= c.block_size:
+            raise ConfigError(f"cache max_length must be in [1, block_size={c.block_size}]: "
+                              f"max_length={max_length}")
+        shape = (c.n_layer, 2, int(batch_size), max_length, c.n_kv_head, c.head_dim)
+        return ops.zeros(shape, dtype=self.compute_dtype)
+
+    def call_with_cache(self, token_ids, cache, index):
+        """Run ``token_ids`` ``(B, t)`` at positions ``index .. index + t - 1`` against ``cache``.
+
+        ``index`` (a scalar int, may be a traced tensor) is the position of
+        ``token_ids[:, 0]``; the tokens attend causally to cache slots ``< index + t``.
+        Returns ``(logits (B, t, V) float32, new_cache)``. The caller keeps
+        ``index + t <= max_length`` (not checked: ``index`` may be traced).
+        Shapes are static, so this runs inside ``tf.function(jit_compile=True)``
+        or ``jax.jit``. No dropout is applied.
+        """
+        index = ops.cast(index, "int32")
+        x = self._embed(token_ids, index, training=False)  # (B, t, d)
+        layer_caches = []
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, cache=cache[i], cache_index=index, training=False)
+            layer_caches.append(layer_cache)  # (2, B, S, nkv, hd)
+        return self._logits(x), ops.stack(layer_caches, axis=0)  # cache (L, 2, B, S, nkv, hd)
+
+    def stateless_call_with_cache(self, variable_values, token_ids, cache, index):
+        """:meth:`call_with_cache` with the weights passed in as values.
+
+        ``variable_values`` lines up with ``self.variables``. Under ``jax.jit`` the
+        weights then arrive as arguments instead of being baked into the compiled
+        program as constants (which is slow to compile for large models).
+        """
+        mapping = list(zip(self.variables, variable_values))
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.call_with_cache(token_ids, cache, index)
+
+    # -- accounting -----------------------------------------------------------
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Number of weights; ``non_embedding=True`` leaves out position embeddings (nanoGPT)."""
+        total = sum(math.prod(w.shape) for w in self.weights)
+        if non_embedding and self.position_embedding is not None:
+            total -= math.prod(self.position_embedding.embeddings.shape)
+        return int(total)
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs (forward + backward) per token: ``6*N + 12*L*H*Q*T``.
+
+        ``N`` = :meth:`num_parameters` with ``non_embedding=True`` (all weights but the
+        position embeddings: exactly nanoGPT's ``estimate_mfu``, which calls
+        ``get_num_params()`` with its default ``non_embedding=True``); ``L`` layers,
+        ``H`` heads, ``Q`` head size, ``T`` sequence length (default ``block_size``).
+        ``6N`` counts the matmuls with weights (2 forward + 4 backward per weight);
+        ``12*L*H*Q*T`` the attention scores and weighted sums. Source: PaLM
+        (Chowdhery et al. 2022), appendix B; nanoGPT ``model.py`` ``estimate_mfu``.
+        """
+        return estimate_flops_per_token(self.config, seq_len, self.num_parameters(non_embedding=True))
+
+    # -- config -------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(TransformerConfig.from_dict(config.pop("config")), **config)
+
+
+def build_transformer(config: TransformerConfig, seed: int | None = None, **kwargs) -> TransformerLM:
+    """A :class:`TransformerLM` with its weights built (by a call on a dummy batch).
+
+    The same ``config`` and integer ``seed`` give the same weights. ``kwargs`` go to
+    :class:`TransformerLM` (e.g. ``dtype="mixed_bfloat16"``).
+    """
+    model = TransformerLM(config, seed=seed, **kwargs)
+    model(ops.zeros((1, 1), dtype="int32"))
+    return model
+
+
+__all__ = [
+    "PRESETS",
+    "STYLES",
+    "TransformerBlock",
+    "TransformerConfig",
+    "TransformerLM",
+    "build_transformer",
+    "count_parameters",
+    "estimate_flops_per_token",
+    "preset",
+]

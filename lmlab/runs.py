@@ -1,0 +1,40 @@
+"""Loading a finished (or running) training run for evaluation and generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmlab.errors import ConfigError
+from lmlab.io import read_json
+from lmlab.tokenizers import Tokenizer, load_tokenizer
+from lmlab.training.trainer import RUN_CONFIG
+
+
+@dataclass
+class LoadedRun:
+    folder: Path
+    config: dict
+    model: object
+    tokenizer: Tokenizer
+    checkpoint: Path
+    step: int
+
+
+def load_run(folder, which: str = "best") -> LoadedRun:
+    """The model of a run at its ``best`` (default) or ``last`` checkpoint, with its tokenizer."""
+    from lmlab.models.transformer import TransformerConfig, build_transformer
+    from lmlab.training.checkpoint import find_checkpoint, load_checkpoint
+
+    folder = Path(folder)
+    if which not in ("best", "last"):
+        raise ConfigError(f"checkpoint must be best or last, got {which!r}")
+    if not (folder / RUN_CONFIG).exists():
+        raise ConfigError(f"{folder}: not a run folder (no {RUN_CONFIG})")
+    config = read_json(folder / RUN_CONFIG, "run config")
+    checkpoint = find_checkpoint(folder, which) or find_checkpoint(folder, "last")
+    if checkpoint is None:
+        raise ConfigError(f"{folder}: the run has no checkpoint yet")
+    model = build_transformer(TransformerConfig.from_dict(config["model"]))
+    state = load_checkpoint(checkpoint, model)
+    return LoadedRun(folder, config, model, load_tokenizer(folder / "tokenizer.json"), checkpoint, state["step"])

@@ -1,0 +1,151 @@
+"""Checkpoints: safetensors weights and optimizer state plus JSON, written atomically.
+
+Layout under ``RUN/checkpoints/``::
+
+    step-000250/model.safetensors      model variables by path (no pickle, no code)
+    step-000250/optimizer.safetensors  optimizer variables in order
+    step-000250/state.json             step, data position, metrics
+    last.json, best.json               pointers, each replaced atomically
+
+A checkpoint folder is written under a temporary name and renamed into
+place when complete; only then do the pointers move. A crash at any moment
+leaves the previous pointers naming complete checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from lmlab.errors import ConfigError, DataError
+from lmlab.io import _fsync_dir, read_json, write_json
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+
+
+def variable_key(variable) -> str:
+    """A variable's path without the model's own (auto-numbered) name."""
+    path = getattr(variable, "path", variable.name)
+    return path.split("/", 1)[1] if "/" in path else path
+
+
+def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _load_tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    if not path.exists():
+        raise DataError(f"{path}: checkpoint file is missing")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise DataError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+def model_tensors(model) -> dict[str, np.ndarray]:
+    return {variable_key(v): np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in model.variables}
+
+
+def assign_model(model, tensors: dict[str, np.ndarray], source) -> None:
+    """Load tensors into the model's variables; name every mismatch before changing anything."""
+    variables = {variable_key(v): v for v in model.variables}
+    missing = sorted(set(variables) - set(tensors))
+    unexpected = sorted(set(tensors) - set(variables))
+    shapes = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(variables[k].shape)}"
+              for k in sorted(set(variables) & set(tensors)) if tuple(tensors[k].shape) != tuple(variables[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append(f"shape mismatch {'; '.join(shapes[:5])}")
+        raise ConfigError(f"{source} does not match the model: {'; '.join(parts)}")
+    for key, variable in variables.items():
+        variable.assign(tensors[key].astype(variable.dtype))
+
+
+def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, best: bool = False, keep: int = 2) -> Path:
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:06d}"
+    tmp = folder / f"{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _save_tensors(model_tensors(model), tmp / MODEL_FILE)
+        if optimizer is not None:
+            _save_tensors({f"{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)},
+                          tmp / OPTIMIZER_FILE)
+        write_json(tmp / STATE_FILE, {**state, "step": step})
+        _fsync_dir(tmp)
+        final = folder / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(folder)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot write checkpoint {folder / name}: {error.strerror or error}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_json(folder / "last.json", {"checkpoint": name, "step": step})
+    if best:
+        write_json(folder / "best.json", {"checkpoint": name, "step": step, **{k: v for k, v in state.items()
+                                                                              if k.startswith("val")}})
+    _prune(folder, keep)
+    return folder / name
+
+
+def _prune(folder: Path, keep: int) -> None:
+    pinned = {read_json(folder / p).get("checkpoint") for p in ("last.json", "best.json") if (folder / p).exists()}
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and ".tmp" not in p.name)
+    for old in steps[:-keep]:
+        if old.name not in pinned:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.glob("step-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def find_checkpoint(run_dir, which: str = "last") -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / f"{which}.json"
+    if not pointer.exists():
+        return None
+    path = pointer.parent / read_json(pointer, "checkpoint pointer")["checkpoint"]
+    if not (path / STATE_FILE).exists():
+        raise DataError(f"{pointer} names {path.name}, which is missing or incomplete")
+    return path
+
+
+def load_checkpoint(path: Path, model, optimizer=None) -> dict:
+    """Restore model (and optimizer) variables from a checkpoint folder; return its state."""
+    state = read_json(path / STATE_FILE, "checkpoint state")
+    assign_model(model, _load_tensors(path / MODEL_FILE), path / MODEL_FILE)
+    if optimizer is not None:
+        tensors = _load_tensors(path / OPTIMIZER_FILE)
+        variables = optimizer.variables
+        if len(tensors) != len(variables):
+            raise ConfigError(f"{path / OPTIMIZER_FILE}: {len(tensors)} optimizer tensors, the optimizer has "
+                              f"{len(variables)}; was it saved with other settings?")
+        for i, variable in enumerate(variables):
+            value = tensors[f"{i:05d}"]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ConfigError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i} has shape {value.shape}, "
+                                  f"expected {tuple(variable.shape)}")
+            variable.assign(value.astype(variable.dtype))
+    return state

@@ -1,0 +1,136 @@
+"""The run configuration: one validated, JSON-serialisable record of a training run.
+
+Sources, later ones winning: the defaults below, a YAML or TOML file, then
+``--set key=value`` overrides (``model.n_layer=6`` reaches into the model's
+own overrides). Every bad value raises :class:`ConfigError` naming the field.
+The defaults are nanoGPT's CPU Shakespeare recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmlab.errors import ConfigError
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = ""  # a folder made by lmlab prepare
+    preset: str = "shakespeare-char"
+    model: dict = field(default_factory=dict)  # overrides of the preset's fields
+    batch_size: int = 12
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 2000
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # global norm; 0 turns clipping off
+    precision: str = "float32"
+    eval_interval: int = 250
+    eval_batches: int = 20  # batches of random validation windows per evaluation
+    early_stopping: int = 0  # evaluations without improvement before stopping; 0: never
+    log_interval: int = 10
+    seed: int = 1337
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "log_interval",
+                    "keep_checkpoints")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "early_stopping", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.min_learning_rate > self.learning_rate:
+            raise ConfigError(f"min_learning_rate ({self.min_learning_rate}) must not exceed learning_rate "
+                              f"({self.learning_rate})")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        if self.warmup_steps >= self.max_steps:
+            raise ConfigError(f"warmup_steps ({self.warmup_steps}) must be less than max_steps ({self.max_steps})")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.model, dict):
+            raise ConfigError(f"model must be a mapping of model fields, got {self.model!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("a training config must be a mapping of fields")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def _parse_value(text: str):
+    """A command-line value: JSON when it parses (numbers, true, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_config_file(path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config file: {error}") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as error:  # yaml and toml both raise their own error types
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
+                          f"{str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping of fields")
+    return data
+
+
+def build_config(file=None, overrides=(), **fields) -> TrainConfig:
+    """Defaults ← file ← keyword fields ← ``key=value`` overrides."""
+    data = load_config_file(file) if file else {}
+    data.update({k: v for k, v in fields.items() if v is not None})
+    model = dict(data.get("model") or {})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        if key.startswith("model."):
+            model[key.removeprefix("model.")] = _parse_value(value)
+        else:
+            data[key] = _parse_value(value)
+    if model:
+        data["model"] = model
+    return TrainConfig.from_dict(data)

@@ -1,0 +1,149 @@
+"""Compiled training and evaluation steps: the one place that knows the backend.
+
+TensorFlow: ``tf.function(jit_compile=True)`` (XLA; Keras's ``"auto"`` would
+leave XLA off on a CPU-only TensorFlow). JAX: ``jax.jit`` over Keras's
+stateless API, with the variables' values held here between steps and
+written back to the model by :meth:`Stepper.sync`.
+
+A step takes ``(A, B, T)`` inputs and targets: ``A`` micro-batches whose
+gradients are averaged before one optimizer update (gradient accumulation),
+and returns the mean loss and the global gradient norm before clipping.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def token_loss(targets, logits):
+    """Per-token negative log-likelihood in float32, ``(B, T)``."""
+    return ops.sparse_categorical_crossentropy(targets, ops.cast(logits, "float32"), from_logits=True)
+
+
+def global_norm(tensors):
+    return ops.sqrt(sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors))
+
+
+class Stepper:
+    def __init__(self, model, optimizer=None, grad_accum: int = 1):
+        self.model, self.optimizer, self.grad_accum = model, optimizer, grad_accum
+        self.backend = keras.backend.backend()
+        if self.backend == "tensorflow":
+            self._build_tensorflow()
+        elif self.backend == "jax":
+            self._build_jax()
+        else:
+            raise NotImplementedError(f"lmlab trains on the tensorflow and jax backends, not {self.backend}")
+
+    # ---------------------------------------------------------- TensorFlow
+
+    def _build_tensorflow(self):
+        import tensorflow as tf
+
+        model, optimizer, accum = self.model, self.optimizer, self.grad_accum
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def train(x, y):
+            variables = model.trainable_variables
+            grads = [tf.zeros_like(v) for v in variables]
+            total = 0.0
+            for i in range(accum):
+                with tf.GradientTape() as tape:
+                    loss = ops.mean(token_loss(y[i], model(x[i], training=True)))
+                    scaled = optimizer.scale_loss(loss)
+                for j, g in enumerate(tape.gradient(scaled, variables)):
+                    grads[j] += g
+                total += loss
+            grads = [g / accum for g in grads]
+            norm = global_norm(grads) / optimizer.scale_loss(1.0)
+            optimizer.apply(grads, variables)
+            return total / accum, norm
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def evaluate(x, y, mask):
+            nll = token_loss(y, model(x, training=False))
+            return ops.sum(nll * mask), ops.sum(mask)
+
+        self._train, self._evaluate = train, evaluate
+
+    # ---------------------------------------------------------- JAX
+
+    def _build_jax(self):
+        import jax
+
+        model, optimizer, accum = self.model, self.optimizer, self.grad_accum
+
+        def loss_fn(trainable, non_trainable, x, y):
+            logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+            return ops.mean(token_loss(y, logits)), non_trainable
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+        @jax.jit
+        def train(state, x, y):
+            trainable, non_trainable, optimizer_vars = state
+            grads = [jax.numpy.zeros_like(v) for v in trainable]
+            total = 0.0
+            for i in range(accum):
+                (loss, non_trainable), g = grad_fn(trainable, non_trainable, x[i], y[i])
+                grads = [a + b for a, b in zip(grads, g)]
+                total += loss
+            grads = [g / accum for g in grads]
+            norm = global_norm(grads)
+            trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
+            return (trainable, non_trainable, optimizer_vars), total / accum, norm
+
+        @jax.jit
+        def evaluate(trainable, non_trainable, x, y, mask):
+            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            nll = token_loss(y, logits)
+            return ops.sum(nll * mask), ops.sum(mask)
+
+        self._jax_train, self._jax_evaluate = train, evaluate
+        self._state = None
+
+    def _jax_state(self):
+        if self._state is None:
+            self._state = ([v.value for v in self.model.trainable_variables],
+                           [v.value for v in self.model.non_trainable_variables],
+                           [v.value for v in self.optimizer.variables] if self.optimizer else [])
+        return self._state
+
+    # ---------------------------------------------------------- API
+
+    def train(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """One optimizer step on ``(A, B, T)`` arrays; returns (loss, gradient norm)."""
+        if self.backend == "tensorflow":
+            loss, norm = self._train(x, y)
+        else:
+            self._state, loss, norm = self._jax_train(self._jax_state(), x, y)
+        return float(loss), float(norm)
+
+    def evaluate(self, x, y, mask) -> tuple[float, float]:
+        """Summed negative log-likelihood (nats) over masked targets, and their count."""
+        if self.backend == "tensorflow":
+            total, count = self._evaluate(x, y, mask)
+        else:
+            trainable, non_trainable, _ = self._jax_state()
+            total, count = self._jax_evaluate(trainable, non_trainable, x, y, mask)
+        return float(total), float(count)
+
+    def sync(self) -> None:
+        """Write the JAX step's variable values back into the model and optimizer."""
+        if self.backend != "jax" or self._state is None:
+            return
+        trainable, non_trainable, optimizer_vars = self._state
+        for variable, value in zip(self.model.trainable_variables, trainable):
+            variable.assign(value)
+        for variable, value in zip(self.model.non_trainable_variables, non_trainable):
+            variable.assign(value)
+        if self.optimizer:
+            for variable, value in zip(self.optimizer.variables, optimizer_vars):
+                variable.assign(value)
+
+    def reload(self) -> None:
+        """Forget held JAX values (after variables were assigned from a checkpoint)."""
+        if self.backend == "jax":
+            self._state = None

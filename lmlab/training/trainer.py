@@ -1,0 +1,245 @@
+"""The training loop: one run directory per run, exact resume, periodic evaluation.
+
+Run directory::
+
+    config.json        the resolved training config, model config and data reference
+    tokenizer.json     a copy of the data's tokenizer, so the run stands alone
+    log.jsonl          one JSON line per logged step and per evaluation
+    tensorboard/       scalars: loss, perplexity, learning rate, gradient norm, tokens/s
+    checkpoints/       see :mod:`lmlab.training.checkpoint`
+    results.json       the final summary
+
+Exact resume: batch ``s`` is a pure function of ``(seed, s)``, and the model,
+optimizer (with its step counter, hence the learning-rate schedule) and
+random-generator variables are all in the checkpoint, so a run killed and
+resumed logs the same losses as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lmlab.data.loader import RandomWindows
+from lmlab.data.shards import load_manifest, open_split
+from lmlab.errors import ConfigError, DataError, LmlabError
+from lmlab.io import read_json, write_json
+from lmlab.progress import progress_bar
+from lmlab.tokenizers import load_tokenizer
+from lmlab.training.config import TrainConfig
+
+RUN_CONFIG = "config.json"
+
+
+class TrainingDiverged(LmlabError):
+    """The loss became NaN or infinite."""
+
+
+def model_config_for(config: TrainConfig, vocab_size: int):
+    from lmlab.models.transformer import preset
+
+    overrides = dict(config.model)
+    overrides.setdefault("vocab_size", vocab_size)
+    if overrides["vocab_size"] < vocab_size:
+        raise ConfigError(f"model.vocab_size {overrides['vocab_size']} is smaller than the tokenizer's {vocab_size}")
+    return preset(config.preset, **overrides)
+
+
+def build_optimizer(config: TrainConfig, model):
+    import keras
+
+    decay_steps = max(config.max_steps - config.warmup_steps, 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if config.warmup_steps else config.learning_rate,
+        warmup_target=config.learning_rate if config.warmup_steps else None,
+        warmup_steps=config.warmup_steps, decay_steps=decay_steps,
+        alpha=config.min_learning_rate / config.learning_rate)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay,
+                                       beta_1=config.beta1, beta_2=config.beta2, epsilon=1e-8,
+                                       global_clipnorm=config.grad_clip or None)
+    # Weight decay on matrices only (nanoGPT, GPT-3): not on biases and norm gains.
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer, schedule
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir, resume: bool = False, progress: bool = False, log=print):
+        self.run_dir, self.progress, self.log = Path(run_dir), progress, log
+        if resume:
+            if not (self.run_dir / RUN_CONFIG).exists():
+                raise ConfigError(f"{self.run_dir}: no run to resume here (no {RUN_CONFIG})")
+            saved = read_json(self.run_dir / RUN_CONFIG, "run config")
+            config = TrainConfig.from_dict(saved["train"])
+        elif (self.run_dir / RUN_CONFIG).exists():
+            raise ConfigError(f"{self.run_dir} already holds a run; resume it with --resume or choose another --out")
+        if not config.data:
+            raise ConfigError("data is not set: give --data DIR (a folder made by lmlab prepare)")
+        self.config, self.resume = config, resume
+
+    # ------------------------------------------------------------ setup
+
+    def _setup(self):
+        import keras
+
+        config = self.config
+        manifest = load_manifest(config.data)
+        tokenizer = load_tokenizer(Path(config.data) / "tokenizer.json")
+        self.train_split = open_split(config.data, "train")
+        self.valid_split = open_split(config.data, "valid") if manifest["splits"]["valid"]["tokens"] else None
+        if self.valid_split is None:
+            self.log("note: the data has no validation split; evaluation uses the training split")
+        self.model_config = model_config_for(config, tokenizer.vocab_size)
+        keras.config.set_dtype_policy("float32" if config.precision == "float32" else config.precision)
+        keras.utils.set_random_seed(config.seed)
+        from lmlab.models.transformer import build_transformer
+
+        self.model = build_transformer(self.model_config, seed=config.seed)
+        self.optimizer, self.schedule = build_optimizer(config, self.model)
+        from lmlab.training.steps import Stepper
+
+        self.stepper = Stepper(self.model, self.optimizer, config.grad_accum)
+        block = self.model_config.block_size
+        self.batches = RandomWindows(self.train_split, block, config.batch_size * config.grad_accum, config.seed)
+        self.valid_batches = RandomWindows(self.valid_split or self.train_split, block, config.batch_size,
+                                           config.seed + 1)
+        if not self.resume:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(self.run_dir / "tokenizer.json")
+            write_json(self.run_dir / RUN_CONFIG, {
+                "train": config.to_dict(), "model": self.model_config.to_dict(),
+                "data": {"folder": str(Path(config.data).resolve()), "fingerprint": manifest.get("fingerprint"),
+                         "tokenizer_sha256": manifest["tokenizer"].get("sha256")},
+                "parameters": int(self.model.num_parameters()),
+                "flops_per_token": int(self.model.flops_per_token()),
+            })
+        return manifest
+
+    # ------------------------------------------------------------ loop
+
+    def run(self) -> dict:
+        import keras
+
+        try:
+            return self._run()
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+    def _run(self) -> dict:
+        from lmlab.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+
+        config = self.config
+        self._setup()
+        step, best, stale = 0, math.inf, 0
+        if self.resume:
+            checkpoint = find_checkpoint(self.run_dir, "last")
+            if checkpoint is not None:
+                state = load_checkpoint(checkpoint, self.model, self.optimizer)
+                self.stepper.reload()
+                step, best, stale = state["step"], state.get("best_val_loss", math.inf), state.get("stale_evals", 0)
+                self.log(f"resumed {self.run_dir} at step {step}")
+        self.log(f"model: {self.model_config.style} transformer, {self.model.num_parameters():,} parameters, "
+                 f"{self.model.flops_per_token():,} FLOPs/token; {self.train_split.tokens:,} training tokens")
+        writer = _TensorBoard(self.run_dir / "tensorboard")
+        bar = progress_bar(self.progress, "train", " step", config.max_steps, step)
+        log_file = open(self.run_dir / "log.jsonl", "a", encoding="utf-8")
+        tokens_per_step = config.batch_size * config.grad_accum * self.model_config.block_size
+        block, accum = self.model_config.block_size, config.grad_accum
+        last_time, last_step = time.perf_counter(), step
+        kill_after = int(os.environ.get("LMLAB_TEST_KILL_AFTER_STEPS", "0"))  # fault injection for tests
+        result = {}
+        try:
+            while step < config.max_steps:
+                x, y = self.batches.batch(step)
+                loss, norm = self.stepper.train(x.reshape(accum, -1, block), y.reshape(accum, -1, block))
+                step += 1
+                if kill_after and step >= kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if not math.isfinite(loss):
+                    last = find_checkpoint(self.run_dir, "last")
+                    where = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
+                    raise TrainingDiverged(f"the loss became {loss} at step {step}; {where}. "
+                                           "Lower learning_rate or raise warmup_steps, then resume or restart")
+                bar.update(1)
+                if step % config.log_interval == 0 or step == config.max_steps:
+                    now = time.perf_counter()
+                    rate = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
+                    last_time, last_step = now, step
+                    record = {"step": step, "loss": loss, "perplexity": math.exp(min(loss, 50)),
+                              "learning_rate": float(self.schedule(step - 1)), "grad_norm": norm,
+                              "tokens_per_s": rate}
+                    writer.scalars(step, record)
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
+                if step % config.eval_interval == 0 or step == config.max_steps:
+                    val_loss = self.validation_loss()
+                    improved = val_loss < best
+                    best, stale = (val_loss, 0) if improved else (best, stale + 1)
+                    record = {"step": step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50)),
+                              "best_val_loss": best}
+                    writer.scalars(step, record)
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    self.log(f"step {step}: train loss {loss:.4f}, val loss {val_loss:.4f}"
+                             f"{' (best)' if improved else ''}")
+                    self.stepper.sync()
+                    save_checkpoint(self.run_dir, step, self.model, self.optimizer,
+                                    {"val_loss": val_loss, "best_val_loss": best, "stale_evals": stale,
+                                     "data": self.batches.state() | {"step": step}},
+                                    best=improved, keep=config.keep_checkpoints)
+                    result = {"step": step, "train_loss": loss, "val_loss": val_loss, "best_val_loss": best}
+                    if config.early_stopping and stale >= config.early_stopping:
+                        self.log(f"early stopping: no improvement in {stale} evaluations")
+                        break
+        finally:
+            bar.close()
+            log_file.close()
+            writer.close()
+        result.update(parameters=int(self.model.num_parameters()), tokens_seen=step * tokens_per_step)
+        write_json(self.run_dir / "results.json", result)
+        return result
+
+    def validation_loss(self) -> float:
+        total = count = 0.0
+        for index in range(self.config.eval_batches):
+            x, y = self.valid_batches.batch(index)  # the same windows at every evaluation
+            nll, n = self.stepper.evaluate(x, y, np.ones(x.shape, np.float32))
+            total, count = total + nll, count + n
+        return total / count
+
+
+def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = False, log=print) -> dict:
+    """Python API for ``lmlab train``; returns the final metrics."""
+    return Trainer(config, run_dir, resume, progress, log).run()
+
+
+class _TensorBoard:
+    def __init__(self, folder: Path):
+        try:
+            import tensorflow as tf
+
+            self._tf, self._writer = tf, tf.summary.create_file_writer(str(folder))
+        except Exception:  # TensorBoard is optional: never fail a run over it
+            self._writer = None
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self._writer is None:
+            return
+        with self._writer.as_default():
+            for name, value in values.items():
+                if name != "step":
+                    self._tf.summary.scalar(name, value, step=step)
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()

@@ -1,0 +1,215 @@
+"""Trainer, checkpoints, evaluation and generation on tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lmlab.data import prepare
+from lmlab.errors import ConfigError
+from lmlab.training.config import TrainConfig, build_config
+from lmlab.training.trainer import train
+from tests.conftest import REPO, data_path
+
+TINY = dict(preset="debug", batch_size=4, max_steps=30, warmup_steps=5, eval_interval=10, eval_batches=2,
+            log_interval=1, learning_rate=3e-3, min_learning_rate=3e-4)
+
+
+@pytest.fixture(scope="module")
+def shakespeare(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    prepare(str(data_path("tinyshakespeare", "input.txt")), folder, tokenizer="char", split=(0.9, 0.1, 0.0),
+            split_order="ordered", clean={"dedup": False})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(shakespeare, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    result = train(TrainConfig(data=str(shakespeare), **TINY), run, log=lambda m: None)
+    return run, result
+
+
+def read_log(run) -> dict[int, dict]:
+    losses = {}
+    for line in (run / "log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            losses[record["step"]] = record  # a resumed run rewrites the steps after its checkpoint
+    return losses
+
+
+def test_training_learns_and_writes_a_run_folder(trained):
+    run, result = trained
+    log = read_log(run)
+    assert sorted(log) == list(range(1, 31))
+    assert np.mean([log[s]["loss"] for s in range(26, 31)]) < log[1]["loss"] - 0.5
+    assert log[1]["loss"] == pytest.approx(math.log(67), abs=0.3)  # starts near uniform over 67 symbols
+    assert log[3]["learning_rate"] < log[5]["learning_rate"]  # warm-up
+    assert log[30]["learning_rate"] < log[10]["learning_rate"]  # cosine decay
+    assert all(r["grad_norm"] > 0 and r["tokens_per_s"] > 0 for r in log.values())
+    assert result["step"] == 30 and result["val_loss"] < math.log(67)
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["n_layer"] == 2 and config["parameters"] > 0
+    assert (run / "checkpoints" / "last.json").exists() and (run / "checkpoints" / "best.json").exists()
+    assert list((run / "tensorboard").iterdir())
+
+
+def test_killed_training_resumes_with_identical_losses(shakespeare, tmp_path):
+    args = [sys.executable, "-m", "lmlab", "train", "--data", str(shakespeare), "--quiet"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={value}"]
+    subprocess.run(args + ["--out", str(tmp_path / "whole")], check=True, cwd=REPO, capture_output=True)
+    env = {**os.environ, "LMLAB_TEST_KILL_AFTER_STEPS": "17"}
+    killed = subprocess.run(args + ["--out", str(tmp_path / "cut")], cwd=REPO, env=env, capture_output=True)
+    assert killed.returncode == -9
+    assert json.loads((tmp_path / "cut" / "checkpoints" / "last.json").read_text())["step"] == 10
+    subprocess.run([sys.executable, "-m", "lmlab", "train", "--resume", str(tmp_path / "cut"), "--quiet"],
+                   check=True, cwd=REPO, capture_output=True)
+    whole, resumed = read_log(tmp_path / "whole"), read_log(tmp_path / "cut")
+    assert sorted(resumed) == sorted(whole)
+    for step in range(11, 31):
+        assert resumed[step]["loss"] == pytest.approx(whole[step]["loss"], abs=1e-5), step
+
+
+def test_diverging_loss_stops_with_a_clear_message(shakespeare, tmp_path, cli):
+    code, _, err = cli("train", "--data", shakespeare, "--preset", "debug", "--max-steps", "40", "--out",
+                       tmp_path / "run", "--quiet", "--set", "learning_rate=1e12", "--set", "min_learning_rate=0",
+                       "--set", "grad_clip=0", "--set", "warmup_steps=0", "--set", "eval_interval=5")
+    assert code == 1, err
+    assert "the loss became nan" in err or "the loss became inf" in err
+    assert "Lower learning_rate" in err and "Traceback" not in err
+
+
+def test_config_validation_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="unknown config field\\(s\\) batchsize"):
+        build_config(overrides=["batchsize=3"])
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ConfigError, match="warmup_steps \\(100\\) must be less than max_steps \\(50\\)"):
+        TrainConfig(max_steps=50)
+    path = tmp_path / "run.yaml"
+    path.write_text("data: somewhere\nbatch_size: 7\nmodel:\n  n_layer: 3\n")
+    config = build_config(path, ["model.d_model=48", "learning_rate=2e-3"], max_steps=500)
+    assert (config.data, config.batch_size, config.max_steps, config.learning_rate) == ("somewhere", 7, 500, 2e-3)
+    assert config.model == {"n_layer": 3, "d_model": 48}
+    toml = tmp_path / "run.toml"
+    toml.write_text('preset = "debug"\nseed = 3\n')
+    assert build_config(toml).seed == 3
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="run.yaml: not valid YAML"):
+        build_config(path)
+
+
+def test_evaluation_metrics_are_consistent(trained, shakespeare, tmp_path):
+    from lmlab.evaluation import evaluate_run
+
+    run, result = trained
+    full = evaluate_run(run, split="valid")
+    assert full["perplexity"] == pytest.approx(math.exp(full["loss"]))
+    assert full["bits_per_byte"] == pytest.approx(full["nats"] / (math.log(2) * full["utf8_bytes"]))
+    assert full["tokens"] == json.loads((shakespeare / "manifest.json").read_text())["splits"]["valid"]["tokens"] - 1
+    assert abs(full["loss"] - result["val_loss"]) < 0.15  # random-window estimate vs the whole split
+    strided = evaluate_run(run, split="valid", stride=8)
+    assert strided["tokens"] == full["tokens"] and strided["stride"] == 8
+    text = tmp_path / "sample.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n", encoding="utf-8")
+    on_text = evaluate_run(run, text_file=text)
+    assert on_text["utf8_bytes"] == len(text.read_bytes()) and on_text["tokens"] == len(text.read_text()) - 1
+
+
+def test_checkpoint_that_does_not_match_the_model_is_refused(trained):
+    from lmlab.models.transformer import build_transformer, preset
+    from lmlab.training.checkpoint import find_checkpoint, load_checkpoint
+
+    run, _ = trained
+    other = build_transformer(preset("debug", vocab_size=67, n_layer=3))
+    with pytest.raises(ConfigError, match="does not match the model: missing blocks_2"):
+        load_checkpoint(find_checkpoint(run), other)
+    wider = build_transformer(preset("debug", vocab_size=67, d_model=48))
+    with pytest.raises(ConfigError, match="shape mismatch"):
+        load_checkpoint(find_checkpoint(run), wider)
+
+
+def test_cached_generation_equals_uncached(trained):
+    from lmlab.generation import generate_ids, generate_uncached
+    from lmlab.runs import load_run
+    from lmlab.samplers import SamplerConfig
+
+    run = load_run(trained[0])
+    prompt = run.tokenizer.encode("ROMEO:\nWhat")
+    greedy = SamplerConfig(temperature=0)
+    block = run.model.config.block_size
+    cached = generate_ids(run.model, [prompt], block - len(prompt), greedy)[0]
+    assert cached == generate_uncached(run.model, prompt, block - len(prompt))
+    # Batched prompts of different lengths give what each gives alone; past the context it keeps going.
+    prompts = [prompt, run.tokenizer.encode("KING"), prompt]
+    batched = generate_ids(run.model, prompts, 50, greedy)
+    assert batched[0] == batched[2] == generate_ids(run.model, [prompt], 50, greedy)[0]
+    assert batched[1] == generate_ids(run.model, [prompts[1]], 50, greedy)[0]
+    assert all(len(row) == 50 for row in batched)
+    sampled = generate_ids(run.model, [prompt], 20, SamplerConfig(temperature=1.0, top_k=5), seed=3)
+    assert sampled == generate_ids(run.model, [prompt], 20, SamplerConfig(temperature=1.0, top_k=5), seed=3)
+    stopped = generate_ids(run.model, [prompt], 200, SamplerConfig(temperature=1.5), seed=1, eos_id=cached[0])
+    assert stopped[0][-1] == cached[0] or len(stopped[0]) == 200
+
+
+def test_eval_and_generate_commands(trained, cli):
+    run, _ = trained
+    code, out, _ = cli("eval", run, "--split", "valid", "--json")
+    assert code == 0 and json.loads(out)["source"].endswith(":valid")
+    code, out, _ = cli("generate", run, "--prompt", "ROMEO:", "--max-new-tokens", "20", "--json")
+    completion = json.loads(out)[0]["completion"]
+    assert code == 0 and 0 < len(completion) <= 20
+    code, _, err = cli("eval", run.parent / "nope")
+    assert code == 1 and "not a run folder" in err
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    from lmlab.demo import run_demo
+
+    lines = []
+    result = run_demo(tmp_path / "demo", text=str(data_path("tinyshakespeare", "input.txt")), steps=20,
+                      say=lines.append)
+    text = "\n".join(lines)
+    for step in ("1/4 prepare", "2/4 train", "3/4 evaluate", "4/4 generate"):
+        assert step in text
+    assert result["valid"]["loss"] < math.log(67) and len(result["sample"]) > 50
+    again = []
+    run_demo(tmp_path / "demo", text=str(data_path("tinyshakespeare", "input.txt")), steps=20, say=again.append)
+    assert any("already trained" in line for line in again)
+
+
+JAX_SMOKE = """
+import sys, keras
+from lmlab.training.config import TrainConfig
+from lmlab.training.trainer import train
+from lmlab.runs import load_run
+from lmlab.generation import generate_ids, generate_uncached
+from lmlab.samplers import SamplerConfig
+assert keras.backend.backend() == "jax"
+result = train(TrainConfig(data=sys.argv[1], preset="debug", batch_size=4, max_steps=6, warmup_steps=1,
+                           eval_interval=3, eval_batches=1, log_interval=1,
+                           model={"style": "llama", "n_kv_head": 1}), sys.argv[2], log=lambda m: None)
+run = load_run(sys.argv[2])
+cached = generate_ids(run.model, [[5, 6, 7]], 8, SamplerConfig(temperature=0))[0]
+assert cached == generate_uncached(run.model, [5, 6, 7], 8), cached
+print(result["val_loss"])
+"""
+
+
+def test_jax_backend_trains_and_generates(shakespeare, tmp_path):
+    pytest.importorskip("jax")
+    result = subprocess.run([sys.executable, "-c", JAX_SMOKE, str(shakespeare), str(tmp_path / "run")],
+                            capture_output=True, text=True, cwd=REPO, timeout=600,
+                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.split()[-1]) < 5
