@@ -150,4 +150,5 @@ def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
 
     ids = generate_ids(model, encoded, max_new_tokens, sampler, seed, tokenizer.eos_id if stop_at_eos else None,
                        on_token)
-    return [tokenizer.decode([t for t in row if t != tokenizer.eos_id]) for row in ids]
+    # Stopping at the end token drops it; otherwise it stays, as the tokenizer writes it.
+    return [tokenizer.decode([t for t in row if not stop_at_eos or t != tokenizer.eos_id]) for row in ids]

@@ -213,3 +213,18 @@ def test_jax_backend_trains_and_generates(shakespeare, tmp_path):
                             env={**os.environ, "KERAS_BACKEND": "jax"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.split()[-1]) < 5
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_with_gradient_accumulation(shakespeare, tmp_path, precision):
+    import keras
+
+    config = TrainConfig(data=str(shakespeare), **{**TINY, "max_steps": 8, "eval_interval": 4}, grad_accum=2,
+                         precision=precision)
+    result = train(config, tmp_path / "run", log=lambda m: None)
+    assert math.isfinite(result["val_loss"]) and result["val_loss"] < math.log(67) + 0.5
+    assert result["tokens_seen"] == 8 * 2 * 4 * 32
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
+    from lmlab.runs import load_run
+
+    assert load_run(tmp_path / "run").model.weights[0].dtype == "float32"

@@ -155,7 +155,7 @@ class Trainer:
         block, accum = self.model_config.block_size, config.grad_accum
         last_time, last_step = time.perf_counter(), step
         kill_after = int(os.environ.get("LMLAB_TEST_KILL_AFTER_STEPS", "0"))  # fault injection for tests
-        result = {}
+        result = {"step": step, "best_val_loss": best}  # what a resumed, already finished run reports
         try:
             while step < config.max_steps:
                 x, y = self.batches.batch(step)
