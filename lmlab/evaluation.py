@@ -23,6 +23,7 @@ import numpy as np
 from lmlab.data.loader import SequentialWindows
 from lmlab.data.shards import TokenSplit, load_manifest, open_split
 from lmlab.errors import ConfigError, DataError
+from lmlab.io import read_text
 
 
 def score_windows(model, windows: SequentialWindows) -> tuple[float, int]:
@@ -60,12 +61,7 @@ def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | 
     block = run.config["model"]["block_size"]
     if text_file is not None:
         path = Path(text_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such file") from None
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path}: invalid UTF-8 at byte {error.start:,}") from None
+        text = read_text(path, "text file")
         ids = np.array(run.tokenizer.encode(text), dtype=np.int64)
         if len(ids) < 2:
             raise DataError(f"{path}: needs at least 2 tokens to evaluate, has {len(ids)}")

@@ -67,16 +67,22 @@ def write_json(path, data, indent: int | None = 2) -> None:
         handle.write(text + "\n")
 
 
-def read_json(path, what: str = "JSON file"):
+def read_text(path, what: str = "file") -> str:
+    """A whole UTF-8 file, or an :class:`LmlabError` naming what is wrong with it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LmlabError(f"{path}: {what} not found") from None
     except UnicodeDecodeError as error:
-        raise LmlabError(f"{path}: {what} is not valid UTF-8 (byte {error.start})") from None
+        raise LmlabError(f"{path}: {what} is not valid UTF-8 (byte {error.start:,})") from None
     except OSError as error:
         raise LmlabError(f"{path}: cannot read {what}: {error.strerror or error}") from None
+
+
+def read_json(path, what: str = "JSON file"):
+    path = Path(path)
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

@@ -40,8 +40,8 @@ from lmlab.data.documents import WIKITEXT, RawDocument, ReadStats
 from lmlab.data.readers import ReadOptions, expand_paths, read_source
 from lmlab.data.shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, TOKENIZER, ShardWriter, token_dtype
 from lmlab.errors import ConfigError, DataError
-from lmlab.progress import progress_bar
 from lmlab.io import read_json, remove_stale_temporaries, sha256_file, write_json
+from lmlab.progress import progress_bar
 from lmlab.tokenizers import KINDS, HFTokenizer, Tokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
 
 UNITS = ("document", "paragraph", "sentence")

@@ -28,7 +28,7 @@ import numpy as np
 
 from lmlab.data.loader import RandomWindows
 from lmlab.data.shards import load_manifest, open_split
-from lmlab.errors import ConfigError, DataError, LmlabError
+from lmlab.errors import ConfigError, LmlabError
 from lmlab.io import read_json, write_json
 from lmlab.progress import progress_bar
 from lmlab.tokenizers import load_tokenizer
