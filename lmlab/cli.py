@@ -130,7 +130,8 @@ def cmd_train(args) -> int:
     else:
         if not args.out:
             raise ConfigError("give --out RUN (a new run folder) or --resume RUN")
-        config = build_config(args.config, args.set, data=args.data, preset=args.preset, max_steps=args.max_steps)
+        config = build_config(args.config, args.set, data=args.data, family=args.model, preset=args.preset,
+                              max_steps=args.max_steps)
         run = args.out
     result = train(config, run, resume=bool(args.resume), progress=not args.quiet and sys.stderr.isatty(),
                    log=(lambda m: None) if args.quiet else _log)
@@ -242,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "with --set key=value (model fields as model.NAME=VALUE).")
     p.add_argument("config", nargs="?", help="YAML or TOML config file")
     p.add_argument("--data", help="a folder made by lmlab prepare")
-    p.add_argument("--preset", help="model preset: debug, shakespeare-char, gpt2-small, llama-small")
+    p.add_argument("--model", help="model family: transformer (default), rnn, gated_cnn (alias cnn)")
+    p.add_argument("--preset", help="model preset, e.g. debug, shakespeare-char; transformer: gpt2-small, "
+                   "llama-small; rnn, gated_cnn: wikitext2")
     p.add_argument("--max-steps", type=int, help="optimizer steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--out", help="run folder to create")

@@ -23,7 +23,7 @@ class LoadedRun:
 
 def load_run(folder, which: str = "best") -> LoadedRun:
     """The model of a run at its ``best`` (default) or ``last`` checkpoint, with its tokenizer."""
-    from lmlab.models.transformer import TransformerConfig, build_transformer
+    from lmlab import registry
     from lmlab.training.checkpoint import find_checkpoint, load_checkpoint
 
     folder = Path(folder)
@@ -35,6 +35,6 @@ def load_run(folder, which: str = "best") -> LoadedRun:
     checkpoint = find_checkpoint(folder, which) or find_checkpoint(folder, "last")
     if checkpoint is None:
         raise ConfigError(f"{folder}: the run has no checkpoint yet")
-    model = build_transformer(TransformerConfig.from_dict(config["model"]))
+    model = registry.build_model(registry.config_from_dict(config["model"]))
     state = load_checkpoint(checkpoint, model)
     return LoadedRun(folder, config, model, load_tokenizer(folder / "tokenizer.json"), checkpoint, state["step"])

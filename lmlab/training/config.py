@@ -22,6 +22,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = ""  # a folder made by lmlab prepare
+    family: str = "transformer"  # transformer | rnn | gated_cnn (see lmlab.registry)
     preset: str = "shakespeare-char"
     model: dict = field(default_factory=dict)  # overrides of the preset's fields
     batch_size: int = 12
@@ -70,6 +71,11 @@ class TrainConfig:
             raise ConfigError(f"warmup_steps ({self.warmup_steps}) must be less than max_steps ({self.max_steps})")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        from lmlab.registry import ALIASES, family
+
+        family(self.family)  # raises for an unknown family
+        if self.family in ALIASES:
+            object.__setattr__(self, "family", ALIASES[self.family])
         if not isinstance(self.model, dict):
             raise ConfigError(f"model must be a mapping of model fields, got {self.model!r}")
 

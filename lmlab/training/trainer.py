@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmlab import registry
 from lmlab.data.loader import RandomWindows
 from lmlab.data.shards import load_manifest, open_split
 from lmlab.errors import ConfigError, LmlabError
@@ -39,16 +40,6 @@ RUN_CONFIG = "config.json"
 
 class TrainingDiverged(LmlabError):
     """The loss became NaN or infinite."""
-
-
-def model_config_for(config: TrainConfig, vocab_size: int):
-    from lmlab.models.transformer import preset
-
-    overrides = dict(config.model)
-    overrides.setdefault("vocab_size", vocab_size)
-    if overrides["vocab_size"] < vocab_size:
-        raise ConfigError(f"model.vocab_size {overrides['vocab_size']} is smaller than the tokenizer's {vocab_size}")
-    return preset(config.preset, **overrides)
 
 
 def build_optimizer(config: TrainConfig, model):
@@ -97,12 +88,10 @@ class Trainer:
         self.valid_split = open_split(config.data, "valid") if manifest["splits"]["valid"]["tokens"] else None
         if self.valid_split is None:
             self.log("note: the data has no validation split; evaluation uses the training split")
-        self.model_config = model_config_for(config, tokenizer.vocab_size)
+        self.model_config = registry.model_config(config.family, config.preset, tokenizer.vocab_size, config.model)
         keras.config.set_dtype_policy("float32" if config.precision == "float32" else config.precision)
         keras.utils.set_random_seed(config.seed)
-        from lmlab.models.transformer import build_transformer
-
-        self.model = build_transformer(self.model_config, seed=config.seed)
+        self.model = registry.build_model(self.model_config, seed=config.seed)
         self.optimizer, self.schedule = build_optimizer(config, self.model)
         from lmlab.training.steps import Stepper
 
@@ -146,7 +135,7 @@ class Trainer:
                 self.stepper.reload()
                 step, best, stale = state["step"], state.get("best_val_loss", math.inf), state.get("stale_evals", 0)
                 self.log(f"resumed {self.run_dir} at step {step}")
-        self.log(f"model: {self.model_config.style} transformer, {self.model.num_parameters():,} parameters, "
+        self.log(f"model: {_describe(self.model_config)}, {self.model.num_parameters():,} parameters, "
                  f"{self.model.flops_per_token():,} FLOPs/token; {self.train_split.tokens:,} training tokens")
         writer = _TensorBoard(self.run_dir / "tensorboard")
         bar = progress_bar(self.progress, "train", " step", config.max_steps, step)
@@ -215,6 +204,11 @@ class Trainer:
             nll, n = self.stepper.evaluate(x, y, np.ones(x.shape, np.float32))
             total, count = total + nll, count + n
         return total / count
+
+
+def _describe(model_config) -> str:
+    style = getattr(model_config, "style", None) or getattr(model_config, "cell", None)
+    return f"{style + ' ' if style else ''}{model_config.family}"
 
 
 def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = False, log=print) -> dict:
