@@ -42,14 +42,18 @@ def score_windows(model, windows: SequentialWindows) -> tuple[float, int]:
     return total, int(count)
 
 
-def evaluate_tokens(model, split: TokenSplit, utf8_bytes: int, block_size: int, batch_size: int = 8,
+def evaluate_tokens(model, split: TokenSplit, utf8_bytes: int, block_size: int | None, batch_size: int = 8,
                     stride: int | None = None) -> dict:
-    windows = SequentialWindows(split, block_size, batch_size, stride)
-    total, count = score_windows(model, windows)
+    if hasattr(model, "score_split"):  # a count model scores whole sentences, no windows
+        total, count = model.score_split(split)
+        stride = None
+    else:
+        windows = SequentialWindows(split, block_size, batch_size, stride)
+        total, count = score_windows(model, windows)
+        stride = windows.stride
     loss = total / count
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_byte": total / (math.log(2) * utf8_bytes),
-            "tokens": count, "utf8_bytes": utf8_bytes, "nats": total, "block_size": block_size,
-            "stride": windows.stride}
+            "tokens": count, "utf8_bytes": utf8_bytes, "nats": total, "block_size": block_size, "stride": stride}
 
 
 def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | None = None, batch_size: int = 8,
@@ -58,7 +62,7 @@ def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | 
     from lmlab.runs import load_run
 
     run = load_run(run_folder, checkpoint)
-    block = run.config["model"]["block_size"]
+    block = run.config["model"].get("block_size")
     if text_file is not None:
         path = Path(text_file)
         text = read_text(path, "text file")

@@ -68,6 +68,8 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, s
 
     ``on_token(row, token)`` is called for every token as soon as it is chosen.
     """
+    if hasattr(model, "generate_ids"):  # a family with its own decoding (the n-gram samples counts)
+        return model.generate_ids(prompts, max_new_tokens, sampler, seed, eos_id, on_token)
     sampler = sampler or SamplerConfig()
     if max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -136,6 +138,14 @@ def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
                   stream: Callable[[str], None] | None = None) -> list[str]:
     """Generate continuations of text prompts; ``stream`` receives the first prompt's text as it grows."""
     encoded = [tokenizer.encode(p) or [tokenizer.eos_id] for p in prompts]
+    dropped = {tokenizer.eos_id} if stop_at_eos else set()
+
+    def continuation(prompt: list[int], new: list[int]) -> str:
+        # Decode with the prompt so joins come out right (a word tokenizer's spaces, BPE merges).
+        before = tokenizer.decode(prompt)
+        after = tokenizer.decode(prompt + [t for t in new if t not in dropped])
+        return after[len(before):] if after.startswith(before) else tokenizer.decode(new)
+
     pieces: list[int] = []
     printed = [0]
 
@@ -143,7 +153,7 @@ def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
         if stream is None or row != 0:
             return
         pieces.append(token)
-        text = tokenizer.decode(pieces)
+        text = continuation(encoded[0], pieces)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
             stream(text[printed[0]:])
             printed[0] = len(text)
@@ -151,4 +161,4 @@ def generate_text(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
     ids = generate_ids(model, encoded, max_new_tokens, sampler, seed, tokenizer.eos_id if stop_at_eos else None,
                        on_token)
     # Stopping at the end token drops it; otherwise it stays, as the tokenizer writes it.
-    return [tokenizer.decode([t for t in row if not stop_at_eos or t != tokenizer.eos_id]) for row in ids]
+    return [continuation(prompt, row) for prompt, row in zip(encoded, ids)]

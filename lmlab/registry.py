@@ -28,8 +28,10 @@ FAMILIES = {
     "transformer": Family("transformer", "lmlab.models.transformer", "TransformerConfig", "build_transformer"),
     "rnn": Family("rnn", "lmlab.models.rnn", "RNNConfig", "build_rnn"),
     "gated_cnn": Family("gated_cnn", "lmlab.models.gated_cnn", "GatedCNNConfig", "build_gated_cnn"),
+    # Counted, not trained by gradient: see lmlab.training.ngram.
+    "ngram": Family("ngram", "lmlab.models.ngram.model", "NGramConfig", "", neural=False),
 }
-ALIASES = {"cnn": "gated_cnn", "lstm": "rnn", "gpt": "transformer"}
+ALIASES = {"cnn": "gated_cnn", "lstm": "rnn", "gpt": "transformer", "kenlm": "ngram"}
 
 
 def family(name: str) -> Family:

@@ -32,6 +32,11 @@ def load_run(folder, which: str = "best") -> LoadedRun:
     if not (folder / RUN_CONFIG).exists():
         raise ConfigError(f"{folder}: not a run folder (no {RUN_CONFIG})")
     config = read_json(folder / RUN_CONFIG, "run config")
+    if config["model"].get("family") == "ngram":
+        from lmlab.training.ngram import MODEL_FOLDER, load_token_ngram
+
+        model = load_token_ngram(folder)
+        return LoadedRun(folder, config, model, model.tokenizer, folder / MODEL_FOLDER, 0)
     checkpoint = find_checkpoint(folder, which) or find_checkpoint(folder, "last")
     if checkpoint is None:
         raise ConfigError(f"{folder}: the run has no checkpoint yet")

@@ -228,3 +228,25 @@ def test_mixed_precision_with_gradient_accumulation(shakespeare, tmp_path, preci
     from lmlab.runs import load_run
 
     assert load_run(tmp_path / "run").model.weights[0].dtype == "float32"
+
+
+def test_ngram_family_through_the_same_commands(tmp_path, cli):
+    wt2 = data_path("wikitext-2")
+    prepare([f"train={wt2 / 'valid.txt'}", f"valid={wt2 / 'test.txt'}"], tmp_path / "data", tokenizer="word",
+            unit="paragraph", clean={"dedup": False})
+    code, out, err = cli("train", "--model", "ngram", "--data", tmp_path / "data", "--set", "model.order=3",
+                         "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["counts"][0] > 10_000 and 4 < result["val_loss"] < 7
+    code, out, _ = cli("eval", tmp_path / "run", "--split", "valid", "--json")
+    evaluation = json.loads(out)
+    assert evaluation["loss"] == pytest.approx(result["val_loss"])
+    # Every word and one end token per line of test.txt (blank lines are not units).
+    lines = [l.split() for l in open(wt2 / "test.txt", encoding="utf-8") if l.strip()]
+    assert evaluation["tokens"] == sum(len(l) + 1 for l in lines)
+    code, out, _ = cli("generate", tmp_path / "run", "--prompt", "The game", "--max-new-tokens", "12", "--json")
+    completion = json.loads(out)[0]["completion"]
+    assert code == 0 and completion.startswith(" ") and 0 < len(completion.split()) <= 12
+    code, _, err = cli("train", "--resume", tmp_path / "run")
+    assert code == 1 and "nothing to resume" in err

@@ -213,6 +213,14 @@ def _describe(model_config) -> str:
 
 def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = False, log=print) -> dict:
     """Python API for ``lmlab train``; returns the final metrics."""
+    if resume and (Path(run_dir) / RUN_CONFIG).exists():
+        saved = read_json(Path(run_dir) / RUN_CONFIG, "run config")
+        if not registry.family(saved["model"].get("family", "transformer")).neural:
+            raise ConfigError(f"{run_dir} is an n-gram run, counted in one pass: there is nothing to resume")
+    if not registry.family(config.family).neural:
+        from lmlab.training.ngram import train_ngram
+
+        return train_ngram(config, run_dir, log)
     return Trainer(config, run_dir, resume, progress, log).run()
 
 
