@@ -54,8 +54,9 @@ def build_optimizer(config: TrainConfig, model):
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay,
                                        beta_1=config.beta1, beta_2=config.beta2, epsilon=1e-8,
                                        global_clipnorm=config.grad_clip or None)
-    # Weight decay on matrices only (nanoGPT, GPT-3): not on biases and norm gains.
-    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
+    # Weight decay on matrices only (nanoGPT, GPT-3): not on biases (the GRU's is 2-D) and norm gains.
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables
+                                                  if len(v.shape) < 2 or v.path.endswith("bias")])
     if config.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
