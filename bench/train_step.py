@@ -1,6 +1,9 @@
 """Training throughput: lmlab's compiled step against Hugging Face ``transformers`` on PyTorch.
 
-    python bench/train_step.py [--shapes small,large] [--tf-inter-op 1] [--profile | --no-profile]
+    python bench/train_step.py [--shapes small,large] [--tf-inter-op 1] [--profile]
+
+(about 7 minutes on the 2-core CI-class machine when it is otherwise idle; ``--profile``
+adds about 10 more.)
 
 What is measured, for two GPT-2 shapes with a 65-token (character-level) vocabulary,
 dropout 0, float32:
@@ -14,32 +17,48 @@ For each shape, tokens/s (``batch * block / seconds per step``) of one full opti
   :func:`lmlab.training.trainer.build_optimizer` (AdamW, warm-up + cosine schedule,
   global-norm clipping at 1.0, weight decay on matrices only) driven by
   :class:`lmlab.training.steps.Stepper` ``.train`` -- the XLA-compiled step lmlab's trainer runs;
-* ``lmlab_bf16``: the same under ``keras.config.set_dtype_policy("mixed_bfloat16")``;
+* ``lmlab_bf16``: the same, built under ``keras.config.set_dtype_policy("mixed_bfloat16")``
+  (reset to float32 afterwards);
 * ``transformers``: ``GPT2LMHeadModel`` of the same shape (tied embeddings, ``gelu_new``,
-  LayerNorm eps 1e-5, all dropouts 0, the library's default attention) in eager PyTorch,
-  cross-entropy on the logits, ``torch.nn.utils.clip_grad_norm_(…, 1.0)``, ``torch.optim.AdamW``
-  with the same betas (0.9, 0.99), eps 1e-8, weight decay 0.1 on matrices only, and a
-  ``LambdaLR`` warm-up + cosine schedule.
+  LayerNorm eps 1e-5, all dropouts 0, the library's default attention, i.e. SDPA) in eager
+  PyTorch: cross-entropy on the logits, ``torch.nn.utils.clip_grad_norm_(…, 1.0)``,
+  ``torch.optim.AdamW`` (its CPU default implementation) with the same betas (0.9, 0.99),
+  eps 1e-8, weight decay 0.1 on matrices only, and a ``LambdaLR`` warm-up + cosine schedule.
 
-Both get 2 threads: ``torch.set_num_threads(2)``; TensorFlow intra-op 2 and inter-op
-``--tf-inter-op`` (default 1, the faster here), set before anything is built. Every
-measurement runs in its own child process (so the two frameworks' thread pools never
-share a process), on the same random token batches (NumPy, fixed seed). Each warms up
-(including compilation) for a few steps, then times ``--steps-small`` / ``--steps-large``
-steps one by one; the figure is the median step time (the mean is reported too).
+Threads: ``torch.set_num_threads(2)``; TensorFlow intra-op 2 and inter-op ``--tf-inter-op``
+(default 1: as fast as 2 here), set before anything is built.
 
-``ratio_small`` / ``ratio_large`` = lmlab tokens/s / transformers tokens/s (targets: ≥ 2.0
-and ≥ 1.5).
+How: each contender runs in its own long-lived worker process (so the two frameworks' thread
+pools never share a process), builds its model, and warms up (compilation included) on the
+same random token batches (NumPy, fixed seed). The parent then runs ``--rounds`` rounds; in
+each, every worker in turn times a burst of steps one by one while the others wait idle
+(100 steps in all for small, 15 for large). Before each burst the parent waits (within
+``--idle-budget`` seconds in all) until other processes on the machine are quiet, and each
+burst records how many cores other processes kept busy during it. The figure is the median
+step time over the bursts that were not disturbed (other processes < 0.25 cores; all bursts,
+flagged ``contended``, if none was). On a shared machine PyTorch suffers most from
+disturbance: its OpenMP threads wait on each other at every operation, and a busy core made
+its steps 10 to 40 times slower here.
 
-``--profile`` (on by default) adds measurements that show where lmlab's step time goes,
-all XLA-compiled on the same model and batch:
+``ratio_small`` / ``ratio_large`` = lmlab tokens/s / transformers tokens/s (the issue's
+targets: ≥ 2.0 and ≥ 1.5); ``ratio_bf16_*`` the same for ``lmlab_bf16``.
 
-* ``keras_fit``: ``model.compile(jit_compile=True)`` + ``train_on_batch`` with an equal AdamW;
-* ``fwd_bwd``: loss and gradients (and their global norm) without the optimizer;
-* ``fwd``: the forward pass and loss alone;
+``sgemm_gflops``: PyTorch's 1024×1024×1024 float32 matmul on 2 threads, a practical ceiling
+for this machine, next to which ``*_gflops`` (the step's FLOPs, ``6N + 12·L·d·T`` per token as
+:meth:`TransformerLM.flops_per_token`, over the step time) can be read.
+
+``--profile`` adds a second group of workers per shape that shows where lmlab's step time
+goes, all XLA-compiled on the same model and batches (``profile_<shape>_ms``, median ms per
+call, half the steps of the main figures):
+
+* ``stepper``: lmlab's ``Stepper.train`` again (the reference for this group);
+* ``keras_fit``: ``model.compile(jit_compile=True)`` + ``train_on_batch`` with the same AdamW;
+* ``fwd_bwd``: loss and gradients (and their global norm), no optimizer;
+* ``fwd``: the forward pass and the loss alone;
 * ``apply``: the optimizer update alone (``optimizer.apply`` on fixed gradients);
-* ``reference_attn``: lmlab's Stepper with ``attention="reference"`` instead of ``"fused"``;
-* ``bare_keras``: the stock-Keras-layers model of ``bench/loader.py`` with ``train_on_batch``.
+* ``reference_attn``: ``Stepper.train`` with ``attention="reference"`` instead of ``"fused"``;
+* ``bare_keras``: the stock-Keras-layers model of ``bench/loader.py`` with ``train_on_batch``;
+* ``torch_fwd_bwd`` / ``torch_fwd``: the same two pieces for ``transformers``.
 
 Progress goes to stderr; one JSON line with every figure goes to stdout at the end.
 """
@@ -53,26 +72,32 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 65
 THREADS = 2
+QUIET = 0.25  # cores other processes may keep busy during a burst that still counts
 SHAPES = {
-    "small": dict(block=64, batch=12, n_layer=4, n_head=4, d_model=128),
-    "large": dict(block=256, batch=16, n_layer=6, n_head=6, d_model=384),
+    "small": dict(block=64, batch=12, n_layer=4, n_head=4, d_model=128, steps=100, warmup=10),
+    "large": dict(block=256, batch=16, n_layer=6, n_head=6, d_model=384, steps=15, warmup=3),
 }
 # The optimizer both sides use (lmlab's TrainConfig defaults: nanoGPT's CPU recipe).
 LR, MIN_LR, WARMUP, MAX_STEPS = 1e-3, 1e-4, 100, 2000
 BETAS, EPS, WEIGHT_DECAY, CLIP = (0.9, 0.99), 1e-8, 0.1, 1.0
+MAIN_PARTS = ("transformers", "lmlab", "lmlab_bf16")
+PROFILE_PARTS = ("stepper", "keras_fit", "fwd_bwd", "fwd", "apply", "reference_attn", "bare_keras",
+                 "torch_fwd_bwd", "torch_fwd")
 
 
 def log(message: str) -> None:
     print(f"[train_step] {message}", file=sys.stderr, flush=True)
 
 
-def batches(shape: dict, count: int, seed: int = 0):
+def batches(shape: dict, count: int = 8, seed: int = 0):
+    """``count`` random (inputs, next-token targets) int32 pairs of shape ``(batch, block)``."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -83,26 +108,72 @@ def batches(shape: dict, count: int, seed: int = 0):
     return out
 
 
-def time_steps(step, data, warmup: int, steps: int) -> dict:
-    """Run ``warmup`` untimed steps, then ``steps`` timed ones; ``step(x, y)`` must block until done."""
-    start = time.perf_counter()
-    for i in range(warmup):
-        step(*data[i % len(data)])
-    warm_s = time.perf_counter() - start
+# ---------------------------------------------------------------------------- machine load
+
+
+def cpu_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:8]]  # user .. steal
+    except OSError:
+        return float("nan")
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def other_load(seconds: float = 1.0) -> float:
+    """Cores kept busy by other processes over ``seconds`` (this process sleeping meanwhile)."""
+    busy, own = cpu_busy_s(), own_cpu_s()
+    time.sleep(seconds)
+    return max(0.0, (cpu_busy_s() - busy) - (own_cpu_s() - own)) / seconds
+
+
+def wait_idle(limit_s: float, threshold: float = QUIET) -> float:
+    """Wait (up to ``limit_s``) until other processes use under ``threshold`` cores; returns their last load."""
+    deadline = time.monotonic() + limit_s
+    load = other_load()
+    while load > threshold and time.monotonic() < deadline:
+        load = other_load(2.0)
+    return load
+
+
+class Budget:
+    """Seconds left, in all, for waiting on other processes to go quiet."""
+
+    def __init__(self, seconds: float):
+        self.left = seconds
+
+    def wait(self, limit_s: float) -> float:
+        start = time.monotonic()
+        load = wait_idle(max(0.0, min(limit_s, self.left)))
+        self.left -= time.monotonic() - start
+        return load
+
+
+# ---------------------------------------------------------------------------- workers (child side)
+
+
+def timed_burst(step, data, offset: int, count: int) -> dict:
+    """``count`` steps timed one by one; ``step(x, y)`` must block until the step is done."""
     times = []
-    for i in range(steps):
-        x, y = data[(warmup + i) % len(data)]
+    busy, own, start = cpu_busy_s(), own_cpu_s(), time.perf_counter()
+    for i in range(count):
+        x, y = data[(offset + i) % len(data)]
         t0 = time.perf_counter()
         step(x, y)
         times.append(time.perf_counter() - t0)
-    return {"warmup_s": round(warm_s, 3), "median_s": statistics.median(times), "mean_s": statistics.fmean(times),
-            "min_s": min(times), "steps": steps}
+    wall = time.perf_counter() - start
+    own_s = own_cpu_s() - own
+    return {"times": times, "own_cores": round(own_s / wall, 2),
+            "other_cores": round(max(0.0, cpu_busy_s() - busy - own_s) / wall, 2)}
 
 
-# ---------------------------------------------------------------------------- PyTorch
-
-
-def run_torch(shape: dict, warmup: int, steps: int) -> dict:
+def torch_step(shape: dict, part: str):
     import torch
     import torch.nn.functional as F
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -119,18 +190,20 @@ def run_torch(shape: dict, warmup: int, steps: int) -> dict:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=LR, betas=BETAS, eps=EPS)
 
-    def lr_lambda(step):  # linear warm-up from 0, then cosine to MIN_LR (as lmlab's schedule)
+    def lr_lambda(step):  # linear warm-up from 0, then cosine down to MIN_LR (as lmlab's schedule)
         if step < WARMUP:
             return step / WARMUP
         progress = min((step - WARMUP) / (MAX_STEPS - WARMUP), 1.0)
         return (MIN_LR + (LR - MIN_LR) * 0.5 * (1 + math.cos(math.pi * progress))) / LR
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    data = [(torch.from_numpy(x).long(), torch.from_numpy(y).long()) for x, y in batches(shape, 8)]
 
-    def step(x, y):
+    def loss_of(x, y):
         logits = model(input_ids=x).logits
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+
+    def train(x, y):
+        loss = loss_of(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
@@ -138,16 +211,40 @@ def run_torch(shape: dict, warmup: int, steps: int) -> dict:
         scheduler.step()
         return float(loss), float(norm)
 
-    result = time_steps(step, data, warmup, steps)
-    result["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
-    result["parameters"] = sum(p.numel() for p in model.parameters())
-    return result
+    def fwd_bwd(x, y):
+        model.zero_grad(set_to_none=True)
+        loss = loss_of(x, y)
+        loss.backward()
+        return float(loss)
+
+    def fwd(x, y):
+        with torch.no_grad():
+            return float(loss_of(x, y))
+
+    step = {"transformers": train, "torch_fwd_bwd": fwd_bwd, "torch_fwd": fwd}[part]
+    data = [(torch.from_numpy(x).long(), torch.from_numpy(y).long()) for x, y in batches(shape)]
+    info = {"attn_implementation": getattr(model.config, "_attn_implementation", None),
+            "parameters": sum(p.numel() for p in model.parameters()), "sgemm_gflops": sgemm_gflops()}
+    return step, data, info
 
 
-# ---------------------------------------------------------------------------- TensorFlow / lmlab
+def sgemm_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """Best float32 GFLOPS of PyTorch's ``n``³ matmul on its threads: this machine's practical ceiling."""
+    import torch
+
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    for _ in range(3):
+        a @ b
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return round(2 * n**3 / best / 1e9, 1)
 
 
 def tf_setup(inter_op: int):
+    """Thread settings first, then Keras (on the TensorFlow backend)."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
@@ -174,49 +271,45 @@ def lmlab_parts(shape: dict, attention: str = "fused"):
     return model, optimizer
 
 
-def run_lmlab(shape: dict, warmup: int, steps: int, inter_op: int, variant: str) -> dict:
+def lmlab_step(shape: dict, part: str, inter_op: int):
     tf, keras = tf_setup(inter_op)
     from lmlab.training.steps import Stepper, global_norm, token_loss
 
-    policy = "mixed_bfloat16" if variant == "bf16" else "float32"
-    keras.config.set_dtype_policy(policy)
+    keras.config.set_dtype_policy("mixed_bfloat16" if part == "lmlab_bf16" else "float32")
     try:
         keras.utils.set_random_seed(0)
-        data = batches(shape, 8)
-        if variant == "bare_keras":
+        data = batches(shape)
+        if part == "bare_keras":
             sys.path.insert(0, str(REPO / "bench"))
             from loader import small_transformer
 
             model = small_transformer(VOCAB, shape["block"], shape["n_layer"], shape["n_head"], shape["d_model"])
-            return time_steps(lambda x, y: float(model.train_on_batch(x, y)), data, warmup, steps)
-        model, optimizer = lmlab_parts(shape, "reference" if variant == "reference_attn" else "fused")
-        result = {"parameters": int(model.num_parameters())}
-        if variant in ("float32", "bf16", "reference_attn"):
+            return lambda x, y: float(model.train_on_batch(x, y)), data, {}
+        model, optimizer = lmlab_parts(shape, "reference" if part == "reference_attn" else "fused")
+        info = {"parameters": int(model.num_parameters()), "flops_per_token": int(model.flops_per_token())}
+        if part in ("lmlab", "lmlab_bf16", "stepper", "reference_attn"):
             stepper = Stepper(model, optimizer)
-            data = [(x[None], y[None]) for x, y in data]  # (A=1, B, T)
-            result.update(time_steps(stepper.train, data, warmup, steps))
-        elif variant == "keras_fit":
+            return stepper.train, [(x[None], y[None]) for x, y in data], info  # (A=1, B, T)
+        if part == "keras_fit":
             model.compile(optimizer=optimizer, jit_compile=True,
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            result.update(time_steps(lambda x, y: float(model.train_on_batch(x, y)), data, warmup, steps))
-        elif variant == "fwd_bwd":
-            variables = model.trainable_variables
-
+            return lambda x, y: float(model.train_on_batch(x, y)), data, info
+        variables = model.trainable_variables
+        if part == "fwd_bwd":
             @tf.function(jit_compile=True)
             def fwd_bwd(x, y):
                 with tf.GradientTape() as tape:
                     loss = keras.ops.mean(token_loss(y, model(x, training=True)))
                 return loss, global_norm(tape.gradient(loss, variables))
 
-            result.update(time_steps(lambda x, y: [float(t) for t in fwd_bwd(x, y)], data, warmup, steps))
-        elif variant == "fwd":
+            return lambda x, y: [float(t) for t in fwd_bwd(x, y)], data, info
+        if part == "fwd":
             @tf.function(jit_compile=True)
             def fwd(x, y):
                 return keras.ops.mean(token_loss(y, model(x, training=True)))
 
-            result.update(time_steps(lambda x, y: float(fwd(x, y)), data, warmup, steps))
-        elif variant == "apply":
-            variables = model.trainable_variables
+            return lambda x, y: float(fwd(x, y)), data, info
+        if part == "apply":
             grads = [tf.constant(1e-3, shape=v.shape, dtype=v.dtype) for v in variables]
 
             @tf.function(jit_compile=True)
@@ -224,75 +317,156 @@ def run_lmlab(shape: dict, warmup: int, steps: int, inter_op: int, variant: str)
                 optimizer.apply(grads, variables)
                 return optimizer.iterations
 
-            result.update(time_steps(lambda x, y: int(apply()), data, warmup, steps))
-        else:
-            raise SystemExit(f"unknown lmlab variant {variant!r}")
-        return result
+            return lambda x, y: int(apply()), data, info
     finally:
         keras.config.set_dtype_policy("float32")
+    raise SystemExit(f"unknown part {part!r}")
 
 
-# ---------------------------------------------------------------------------- driver
-
-
-def child(args) -> None:
+def worker(args) -> None:
+    """Child process: build and warm up, say so, then time bursts on request ("run N"; "quit")."""
     shape = SHAPES[args.shape]
-    steps = args.steps_small if args.shape == "small" else args.steps_large
-    warmup = args.warmup_small if args.shape == "small" else args.warmup_large
-    if args.part == "torch":
-        result = run_torch(shape, warmup, steps)
+    if args.part.startswith("torch") or args.part == "transformers":
+        step, data, info = torch_step(shape, args.part)
     else:
-        variant = args.part.removeprefix("lmlab_") if args.part != "lmlab" else "float32"
-        if variant in ("fwd_bwd", "fwd", "apply"):
-            steps = steps * 2  # cheap: more steps for a steadier figure
-        result = run_lmlab(shape, warmup, steps, args.tf_inter_op, variant)
-    print(json.dumps(result), flush=True)
-
-
-def run_child(args, part: str, shape: str) -> dict | None:
-    command = [sys.executable, __file__, "--child", "--part", part, "--shape", shape,
-               "--tf-inter-op", str(args.tf_inter_op),
-               "--steps-small", str(args.steps_small), "--steps-large", str(args.steps_large),
-               "--warmup-small", str(args.warmup_small), "--warmup-large", str(args.warmup_large)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        step, data, info = lmlab_step(shape, args.part, args.tf_inter_op)
     start = time.perf_counter()
-    proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        log(f"{part} {shape} FAILED (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        return None
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for i in range(shape["warmup"]):
+        step(*data[i % len(data)])
+    print(json.dumps({"ready": True, "warmup_s": round(time.perf_counter() - start, 3), **info}), flush=True)
+    offset = shape["warmup"]
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "quit":
+            break
+        count = int(command[1])
+        print(json.dumps(timed_burst(step, data, offset, count)), flush=True)
+        offset += count
+
+
+# ---------------------------------------------------------------------------- driver (parent side)
+
+
+class Worker:
+    """A worker process of ``script`` (this file by default) for one contender, driven over pipes."""
+
+    def __init__(self, args, part: str, shape: str, script: str = __file__, extra: tuple = ()):
+        self.part, self.shape, self.bursts, self.info = part, shape, [], {}
+        command = [sys.executable, script, "--worker", "--part", part, "--shape", shape,
+                   "--tf-inter-op", str(args.tf_inter_op), *extra]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        # The worker's stderr (TensorFlow's chatter) goes to a scratch file, shown if the worker dies.
+        self.stderr = None if args.verbose else tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, bufsize=1)
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            err = ""
+            if self.stderr is not None:
+                self.stderr.seek(0)
+                err = self.stderr.read()[-3000:]
+            raise RuntimeError(f"worker {self.part} {self.shape} died (exit {self.proc.wait()}):\n{err}")
+        return json.loads(line)
+
+    def ready(self) -> dict:
+        start = time.perf_counter()
+        self.info = self._reply()
+        self.info["start_s"] = round(time.perf_counter() - start, 1)
+        return self.info
+
+    def burst(self, count: int) -> dict:
+        self.proc.stdin.write(f"run {count}\n")
+        self.proc.stdin.flush()
+        result = self._reply()
+        self.bursts.append(result)
+        return result
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        if self.stderr is not None:
+            self.stderr.close()
+
+    def summary(self, tokens_per_step: int) -> dict:
+        quiet = [b for b in self.bursts if b["other_cores"] <= QUIET]
+        used = quiet or self.bursts
+        times = [t for b in used for t in b["times"]]
+        median = statistics.median(times)
+        return {"median_s": median, "mean_s": statistics.fmean(times), "steps": len(times),
+                "tokens_per_s": round(tokens_per_step / median, 1), "contended": not quiet,
+                "other_cores": max(b["other_cores"] for b in used), "warmup_s": self.info.get("warmup_s")}
+
+
+def measure(args, budget: Budget, parts, shape: str, steps: int) -> dict:
+    """Start the workers one at a time, then interleave their timed bursts; returns per-part summaries."""
     s = SHAPES[shape]
-    result["tokens_per_s"] = round(s["batch"] * s["block"] / result["median_s"], 1)
-    log(f"{part:>20} {shape}: {result['median_s'] * 1e3:9.1f} ms/step median "
-        f"(mean {result['mean_s'] * 1e3:.1f}, {result['steps']} steps, warm-up {result['warmup_s']} s) "
-        f"= {result['tokens_per_s']:,.0f} tokens/s   [{time.perf_counter() - start:.0f} s]")
-    return result
+    workers = []
+    try:
+        for part in parts:
+            budget.wait(30)
+            w = Worker(args, part, shape)
+            workers.append(w)
+            try:
+                info = w.ready()
+            except RuntimeError as e:
+                log(str(e))
+                workers.pop()
+                continue
+            log(f"{part:>15} {shape}: built and warmed up in {info['start_s']} s "
+                f"({s['warmup']} steps {info['warmup_s']} s)")
+        rounds = max(1, min(args.rounds, steps))
+        per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+        for r, count in enumerate(per_round):
+            order = workers[r % len(workers):] + workers[:r % len(workers)] if workers else []
+            for w in order:
+                load = budget.wait(60)
+                b = w.burst(count)
+                flag = "" if b["other_cores"] <= QUIET else "  (disturbed: not counted)"
+                log(f"  round {r + 1}/{rounds} {w.part:>15}: {count} steps, median "
+                    f"{statistics.median(b['times']) * 1e3:8.1f} ms; other processes {b['other_cores']} cores "
+                    f"(before: {load:.2f}){flag}")
+        tokens = s["batch"] * s["block"]
+        out = {}
+        for w in workers:
+            out[w.part] = {**w.summary(tokens), **{k: v for k, v in w.info.items() if k != "ready"}}
+            r = out[w.part]
+            log(f"{w.part:>15} {shape}: {r['median_s'] * 1e3:9.1f} ms/step median of {r['steps']} "
+                f"= {r['tokens_per_s']:,.0f} tokens/s{'  CONTENDED' if r['contended'] else ''}")
+        return out
+    finally:
+        for w in workers:
+            w.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="small,large")
     parser.add_argument("--tf-inter-op", type=int, default=1, help="TensorFlow inter-op threads (1 or 2)")
-    parser.add_argument("--steps-small", type=int, default=100)
-    parser.add_argument("--steps-large", type=int, default=15)
-    parser.add_argument("--warmup-small", type=int, default=10)
-    parser.add_argument("--warmup-large", type=int, default=3)
-    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time the breakdown of lmlab's step (see the module docstring)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--steps-small", type=int, default=SHAPES["small"]["steps"])
+    parser.add_argument("--steps-large", type=int, default=SHAPES["large"]["steps"])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved bursts per contender")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=False,
+                        help="also time the pieces of lmlab's step (see the module docstring)")
+    parser.add_argument("--idle-budget", type=float, default=300.0,
+                        help="seconds in all to wait for other processes to go quiet")
+    parser.add_argument("--verbose", action="store_true", help="show the workers' own stderr")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        return child(args)
+    if args.worker:
+        return worker(args)
 
-    shapes = [s for s in args.shapes.split(",") if s]
-    parts = ["torch", "lmlab", "lmlab_bf16"]
-    if args.profile:
-        parts += ["lmlab_keras_fit", "lmlab_fwd_bwd", "lmlab_fwd", "lmlab_apply", "lmlab_reference_attn",
-                  "lmlab_bare_keras"]
-    import keras  # noqa: F401  (versions only)
+    import keras
     import tensorflow as tf
     import torch
     import transformers
@@ -303,29 +477,39 @@ def main() -> None:
     summary: dict = {"threads": THREADS, "tf_intra_op": THREADS, "tf_inter_op": args.tf_inter_op,
                      "torch": torch.__version__, "transformers": transformers.__version__,
                      "tensorflow": tf.__version__, "keras": keras.__version__}
-    results: dict = {}
-    for shape in shapes:
+    budget = Budget(args.idle_budget)
+    start = time.perf_counter()
+    for shape in [s for s in args.shapes.split(",") if s]:
         s = SHAPES[shape]
+        steps = args.steps_small if shape == "small" else args.steps_large
         log(f"{shape}: batch {s['batch']}, block {s['block']}, {s['n_layer']} layers, {s['n_head']} heads, "
-            f"{s['d_model']} wide, vocab {VOCAB}")
-        for part in parts:
-            results[(part, shape)] = run_child(args, part, shape)
-        torch_r, lmlab_r, bf16_r = (results[(p, shape)] for p in ("torch", "lmlab", "lmlab_bf16"))
-        for name, r in (("transformers", torch_r), ("lmlab", lmlab_r), ("lmlab_bf16", bf16_r)):
-            if r:
-                summary[f"{name}_{shape}_tokens_per_s"] = r["tokens_per_s"]
-                summary[f"{name}_{shape}_ms_per_step"] = round(r["median_s"] * 1e3, 2)
-        if torch_r and lmlab_r:
-            summary[f"ratio_{shape}"] = round(lmlab_r["tokens_per_s"] / torch_r["tokens_per_s"], 3)
-        if torch_r and bf16_r:
-            summary[f"ratio_bf16_{shape}"] = round(bf16_r["tokens_per_s"] / torch_r["tokens_per_s"], 3)
+            f"{s['d_model']} wide, vocab {VOCAB}; {steps} timed steps each")
+        main_r = measure(args, budget, MAIN_PARTS, shape, steps)
+        for part in MAIN_PARTS:
+            if part in main_r:
+                r = main_r[part]
+                summary[f"{part}_{shape}_tokens_per_s"] = r["tokens_per_s"]
+                summary[f"{part}_{shape}_ms_per_step"] = round(r["median_s"] * 1e3, 2)
+        torch_r = main_r.get("transformers")
+        for part, key in (("lmlab", f"ratio_{shape}"), ("lmlab_bf16", f"ratio_bf16_{shape}")):
+            if torch_r and part in main_r:
+                summary[key] = round(main_r[part]["tokens_per_s"] / torch_r["tokens_per_s"], 3)
         if torch_r:
             summary["transformers_attn_implementation"] = torch_r.get("attn_implementation")
+            summary[f"sgemm_gflops_{shape}"] = torch_r.get("sgemm_gflops")
+        if "lmlab" in main_r:
+            gflops = main_r["lmlab"]["flops_per_token"] * s["batch"] * s["block"] / 1e9
+            summary[f"gflop_per_step_{shape}"] = round(gflops, 2)
+            for part in MAIN_PARTS:
+                if part in main_r:
+                    summary[f"{part}_{shape}_gflops"] = round(gflops / main_r[part]["median_s"], 1)
+        summary[f"contended_{shape}"] = any(r["contended"] for r in main_r.values())
+        summary[f"other_cores_{shape}"] = max((r["other_cores"] for r in main_r.values()), default=None)
         if args.profile:
-            summary[f"profile_{shape}_ms"] = {
-                part.removeprefix("lmlab_") if part.startswith("lmlab_") else part:
-                    round(results[(part, shape)]["median_s"] * 1e3, 2)
-                for part in parts if results[(part, shape)]}
+            prof = measure(args, budget, PROFILE_PARTS, shape, max(2, steps // 2))
+            summary[f"profile_{shape}_ms"] = {p: round(r["median_s"] * 1e3, 2) for p, r in prof.items()}
+            summary[f"profile_{shape}_contended"] = any(r["contended"] for r in prof.values())
+    summary["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(summary), flush=True)
 
 

@@ -1,0 +1,287 @@
+"""KV-cache decoding speed: lmlab's ``generate_ids`` against Hugging Face ``transformers`` ``generate``.
+
+    python bench/generate.py [--shapes small,large] [--runs 5] [--new-tokens 256] [--tf-inter-op 1]
+
+(about 3 minutes on the 2-core CI-class machine when it is otherwise idle.)
+
+What is measured: greedy decoding of ``--new-tokens`` (256) new tokens at batch 1 from a
+short random prompt (``--prompt``, 8 tokens), with a KV cache, for two GPT-2 shapes with a
+65-token (character-level) vocabulary and random weights (float32, dropout 0):
+
+* ``small``: 4 layers, 4 heads, 128 wide;
+* ``large``: 6 layers, 6 heads, 384 wide.
+
+Both use a block (``block_size`` / ``n_positions``) of 512, not the training benchmark's 64
+and 256: lmlab's cache has ``block_size`` slots, and the prompt plus 256 new tokens must fit
+(with a smaller block lmlab would rebuild its cache mid-run and ``transformers`` would run
+past its position table).
+
+* ``lmlab``: :func:`lmlab.generation.generate_ids` with ``SamplerConfig(temperature=0)``: a
+  compiled (XLA) prefill, then one compiled one-token step per new token against a
+  ``(n_layer, 2, 1, 512, heads, head_dim)`` cache, driven from Python.
+* ``transformers``: ``GPT2LMHeadModel.generate(do_sample=False, max_new_tokens=256,
+  use_cache=True)`` under ``torch.inference_mode()`` (eager PyTorch, the library's default
+  attention and cache), with no end token so that every run makes all 256 tokens.
+
+Threads: ``torch.set_num_threads(2)``; TensorFlow intra-op 2, inter-op ``--tf-inter-op``
+(default 1), set before anything is built.
+
+How: as ``bench/train_step.py``: each side runs in its own long-lived worker process, which
+builds the model and warms up with one full generation (for lmlab this compiles the prefill
+and the step); then ``--runs`` rounds, in each of which every worker in turn times one
+generation while the other waits, after waiting (within ``--idle-budget`` seconds in all) for
+other processes on the machine to go quiet. Runs during which other processes kept 0.25 cores
+or more busy are left out (all are used, flagged ``contended``, if none was quiet). The figure
+is the median: tokens/s = new tokens / seconds per generation (prefill included).
+``ratio_small`` / ``ratio_large`` = lmlab tokens/s / transformers tokens/s (the issue's
+target: ≥ 2.0).
+
+``lmlab_step_<shape>_ms`` is lmlab's bare compiled one-token step (one call of the
+``Decoder``, with its copy of the chosen token to the host) timed in a loop at a mid-cache
+position, and ``transformers_step_<shape>_ms`` the same for one ``GPT2LMHeadModel`` forward
+call on one token with a filled cache (``DynamicCache``, cropped back by one after each call):
+how much of a token's time is the model step and how much the loop around it.
+
+Progress goes to stderr; one JSON line with every figure goes to stdout at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_step import (THREADS, VOCAB, Budget, Worker, cpu_busy_s, own_cpu_s,  # noqa: E402
+                        tf_setup)
+
+BLOCK = 512
+SHAPES = {
+    "small": dict(n_layer=4, n_head=4, d_model=128),
+    "large": dict(n_layer=6, n_head=6, d_model=384),
+}
+QUIET = 0.25
+STEP_CALLS = 100
+
+
+def log(message: str) -> None:
+    print(f"[generate] {message}", file=sys.stderr, flush=True)
+
+
+def prompt_ids(length: int, seed: int = 0) -> list[int]:
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, VOCAB, size=length).tolist()
+
+
+def median_call_ms(call, calls: int = STEP_CALLS, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) * 1e3, 3)
+
+
+# ---------------------------------------------------------------------------- workers (child side)
+
+
+def torch_generator(shape: dict, prompt: list[int], new_tokens: int):
+    import torch
+    from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=BLOCK, n_embd=shape["d_model"], n_layer=shape["n_layer"],
+                        n_head=shape["n_head"], activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+    model = GPT2LMHeadModel(config).float().eval()
+    ids = torch.tensor([prompt], dtype=torch.long)
+    mask = torch.ones_like(ids)
+
+    def generate():
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, use_cache=True, eos_token_id=None, pad_token_id=0)
+        return out[0, len(prompt):].tolist()
+
+    def step_ms():
+        """One forward call on one token against a cache filled to mid-generation."""
+        length = len(prompt) + new_tokens // 2
+        with torch.inference_mode():
+            cache = DynamicCache(config=config)
+            context = torch.randint(0, VOCAB, (1, length))
+            model(input_ids=context, past_key_values=cache, use_cache=True)
+            token = context[:, -1:]
+            position = torch.tensor([[length]])
+
+            def call():
+                logits = model(input_ids=token, past_key_values=cache, position_ids=position, use_cache=True).logits
+                int(logits[0, -1].argmax())
+                cache.crop(-1)  # drop the token just added: the cache stays at `length`
+
+            return median_call_ms(call)
+
+    info = {"attn_implementation": getattr(model.config, "_attn_implementation", None)}
+    return generate, step_ms, info
+
+
+def lmlab_generator(shape: dict, prompt: list[int], new_tokens: int, inter_op: int):
+    tf_setup(inter_op)
+    import numpy as np
+
+    from lmlab.generation import _decoder, _seed, generate_ids
+    from lmlab.models.transformer import build_transformer, preset
+    from lmlab.samplers import SamplerConfig
+
+    config = preset("shakespeare-char", vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape)
+    model = build_transformer(config, seed=0)
+    sampler = SamplerConfig(temperature=0)
+
+    def generate():
+        return generate_ids(model, [prompt], new_tokens, sampler=sampler)[0]
+
+    def step_ms():
+        """The bare compiled one-token step (lmlab's ``Decoder``) at a position halfway through."""
+        decoder = _decoder(model, sampler)
+        cache = model.init_cache(1, BLOCK)
+        _, cache = decoder(np.array([prompt], dtype=np.int32), cache, 0, _seed(0, 0))
+        token, index = np.array([[prompt[-1]]], dtype=np.int32), len(prompt) + new_tokens // 2
+        return median_call_ms(lambda: decoder(token, cache, index, _seed(0, 1)))
+
+    return generate, step_ms, {"parameters": int(model.num_parameters())}
+
+
+def worker(args) -> None:
+    """Child process: build, warm up with one generation, report, then time generations on request."""
+    shape, prompt = SHAPES[args.shape], prompt_ids(args.prompt)
+    if args.part == "transformers":
+        generate, step_ms, info = torch_generator(shape, prompt, args.new_tokens)
+    else:
+        generate, step_ms, info = lmlab_generator(shape, prompt, args.new_tokens, args.tf_inter_op)
+    start = time.perf_counter()
+    first = generate()
+    warm_s = time.perf_counter() - start
+    if len(first) != args.new_tokens:
+        raise SystemExit(f"{args.part}: expected {args.new_tokens} new tokens, got {len(first)}")
+    print(json.dumps({"ready": True, "warmup_s": round(warm_s, 3), "step_ms": step_ms(), "first_tokens": first[:8],
+                      **info}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "quit":
+            break
+        times = []
+        busy, own, begin = cpu_busy_s(), own_cpu_s(), time.perf_counter()
+        for _ in range(int(command[1])):
+            t0 = time.perf_counter()
+            out = generate()
+            times.append(time.perf_counter() - t0)
+            if out != first:
+                raise SystemExit(f"{args.part}: greedy decoding changed between runs")
+        wall = time.perf_counter() - begin
+        own_s = own_cpu_s() - own
+        print(json.dumps({"times": times, "own_cores": round(own_s / wall, 2),
+                          "other_cores": round(max(0.0, cpu_busy_s() - busy - own_s) / wall, 2)}), flush=True)
+
+
+# ---------------------------------------------------------------------------- driver (parent side)
+
+
+def measure(args, budget: Budget, shape: str) -> dict:
+    extra = ("--new-tokens", str(args.new_tokens), "--prompt", str(args.prompt))
+    workers = []
+    try:
+        for part in ("transformers", "lmlab"):
+            budget.wait(30)
+            w = Worker(args, part, shape, script=__file__, extra=extra)
+            workers.append(w)
+            try:
+                info = w.ready()
+            except RuntimeError as e:
+                log(str(e))
+                workers.pop()
+                continue
+            log(f"{part:>12} {shape}: built and warmed up in {info['start_s']} s (first generation "
+                f"{info['warmup_s']} s); bare one-token step {info['step_ms']} ms")
+        for r in range(args.runs):
+            for w in workers[r % len(workers):] + workers[:r % len(workers)]:
+                load = budget.wait(60)
+                b = w.burst(1)
+                flag = "" if b["other_cores"] <= QUIET else "  (disturbed: not counted)"
+                log(f"  run {r + 1}/{args.runs} {w.part:>12}: {b['times'][0]:.3f} s = "
+                    f"{args.new_tokens / b['times'][0]:,.1f} tokens/s; other processes {b['other_cores']} cores "
+                    f"(before: {load:.2f}){flag}")
+        out = {}
+        for w in workers:
+            r = out[w.part] = {**w.summary(args.new_tokens), **{k: v for k, v in w.info.items() if k != "ready"}}
+            log(f"{w.part:>12} {shape}: {r['median_s']:.3f} s per generation, median of {r['steps']} = "
+                f"{r['tokens_per_s']:,.1f} tokens/s{'  CONTENDED' if r['contended'] else ''}")
+        if len(out) == 2 and out["transformers"]["first_tokens"] != out["lmlab"]["first_tokens"]:
+            log("(the two models have different random weights, so their tokens differ; expected)")
+        return out
+    finally:
+        for w in workers:
+            w.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default="small,large")
+    parser.add_argument("--runs", type=int, default=5, help="timed generations per side (interleaved)")
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--prompt", type=int, default=8, help="prompt length in tokens")
+    parser.add_argument("--tf-inter-op", type=int, default=1, help="TensorFlow inter-op threads (1 or 2)")
+    parser.add_argument("--idle-budget", type=float, default=300.0,
+                        help="seconds in all to wait for other processes to go quiet")
+    parser.add_argument("--verbose", action="store_true", help="show the workers' own stderr")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.prompt + args.new_tokens > BLOCK:
+        raise SystemExit(f"prompt + new tokens must fit the block of {BLOCK}")
+
+    import keras
+    import tensorflow as tf
+    import torch
+    import transformers
+
+    log(f"cores {os.cpu_count()}; torch {torch.__version__} ({THREADS} threads), transformers "
+        f"{transformers.__version__}, tensorflow {tf.__version__} (intra-op {THREADS}, inter-op "
+        f"{args.tf_inter_op}), keras {keras.__version__}; block {BLOCK}, prompt {args.prompt}, "
+        f"{args.new_tokens} new tokens, batch 1, greedy")
+    summary: dict = {"threads": THREADS, "tf_intra_op": THREADS, "tf_inter_op": args.tf_inter_op,
+                     "block_size": BLOCK, "prompt_tokens": args.prompt, "new_tokens": args.new_tokens,
+                     "batch": 1, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "tensorflow": tf.__version__, "keras": keras.__version__}
+    budget = Budget(args.idle_budget)
+    start = time.perf_counter()
+    for shape in [s for s in args.shapes.split(",") if s]:
+        s = SHAPES[shape]
+        log(f"{shape}: {s['n_layer']} layers, {s['n_head']} heads, {s['d_model']} wide, vocab {VOCAB}")
+        r = measure(args, budget, shape)
+        for part in ("transformers", "lmlab"):
+            if part in r:
+                summary[f"{part}_{shape}_tokens_per_s"] = r[part]["tokens_per_s"]
+                summary[f"{part}_step_{shape}_ms"] = r[part]["step_ms"]
+        if "transformers" in r:
+            summary["transformers_attn_implementation"] = r["transformers"].get("attn_implementation")
+        if len(r) == 2:
+            summary[f"ratio_{shape}"] = round(r["lmlab"]["tokens_per_s"] / r["transformers"]["tokens_per_s"], 3)
+        summary[f"contended_{shape}"] = any(v["contended"] for v in r.values())
+        summary[f"other_cores_{shape}"] = max((v["other_cores"] for v in r.values()), default=None)
+    summary["wall_s"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
