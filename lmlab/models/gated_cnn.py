@@ -40,7 +40,6 @@ Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ import keras
 from keras import ops
 
 from lmlab.errors import ConfigError
+from lmlab.models.base import LanguageModel, ModelConfig, is_number
 from lmlab.layers.normalization import RMSNorm
 
 NORMS = ("layernorm", "rmsnorm", "none")
@@ -63,7 +63,7 @@ EMBEDDING_STDDEV = 0.02  # GPT-2 / nanoGPT, for the tied input/output embedding
 
 
 @dataclass(frozen=True)
-class GatedCNNConfig:
+class GatedCNNConfig(ModelConfig):
     """Everything that fixes a gated CNN LM's shape and numerics.
 
     - ``block_size``: the training window (also evaluation's window and
@@ -104,9 +104,9 @@ class GatedCNNConfig:
             raise ConfigError(f"tie_embeddings must be true or false: tie_embeddings={self.tie_embeddings!r}")
         if self.family != FAMILY:
             raise ConfigError(f"family must be {FAMILY!r} for a GatedCNNConfig: family={self.family!r}")
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1): dropout={self.dropout!r}")
-        if not _is_number(self.norm_eps) or not self.norm_eps > 0:
+        if not is_number(self.norm_eps) or not self.norm_eps > 0:
             raise ConfigError(f"norm_eps must be a positive number: norm_eps={self.norm_eps!r}")
         object.__setattr__(self, "dropout", float(self.dropout))
         object.__setattr__(self, "norm_eps", float(self.norm_eps))
@@ -116,39 +116,6 @@ class GatedCNNConfig:
         """Tokens that position ``t``'s logits depend on: ``t - R + 1 .. t``."""
         return self.n_layer * (self.kernel_size - 1) + 1
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Values of every field, JSON-serialisable."""
-        return {name: getattr(self, name) for name in self.field_names()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GatedCNNConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"a GatedCNNConfig needs a mapping of fields, got {type(d).__name__}")
-        known = cls.field_names()
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown GatedCNNConfig keys: {', '.join(map(str, unknown))} "
-                              f"(known: {', '.join(known)})")
-        if "vocab_size" not in d:
-            raise ConfigError("vocab_size is required (take it from the tokenizer)")
-        return cls(**d)
-
-    def replace(self, **overrides) -> "GatedCNNConfig":
-        """A copy with ``overrides`` applied."""
-        unknown = sorted(set(overrides) - set(self.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown GatedCNNConfig keys: {', '.join(unknown)} "
-                              f"(known: {', '.join(self.field_names())})")
-        return dataclasses.replace(self, **overrides)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +257,7 @@ class GatedConvBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="lmlab")
-class GatedCNNLM(keras.Model):
+class GatedCNNLM(LanguageModel, keras.Model):
     """A gated convolutional language model: int32 ``(B, T)`` ids → float32 ``(B, T, V)`` logits.
 
     Args:
@@ -303,6 +270,8 @@ class GatedCNNLM(keras.Model):
     ``lm_head`` (untied only) and ``output_bias``, each under the model's name.
     Logits are float32 even under a mixed-precision policy.
     """
+
+    config_class = GatedCNNConfig
 
     def __init__(self, config: GatedCNNConfig | Mapping, seed: int | None = None, **kwargs):
         if not isinstance(config, GatedCNNConfig):
@@ -402,16 +371,6 @@ class GatedCNNLM(keras.Model):
         new_cache = ops.cast(ops.stack(layer_caches, axis=0), cache.dtype)  # (L, B, k - 1, d)
         return self._logits(x), new_cache
 
-    def stateless_call_with_cache(self, variable_values, token_ids, cache, index=None):
-        """:meth:`call_with_cache` with the weights passed in as values (lined up with ``self.variables``).
-
-        Under ``jax.jit`` the weights then arrive as arguments instead of being
-        baked into the compiled program as constants.
-        """
-        mapping = list(zip(self.variables, variable_values))
-        with keras.StatelessScope(state_mapping=mapping):
-            return self.call_with_cache(token_ids, cache, index)
-
     # -- accounting -----------------------------------------------------------
 
     def num_parameters(self, non_embedding: bool = False) -> int:
@@ -435,20 +394,6 @@ class GatedCNNLM(keras.Model):
         return estimate_flops_per_token(self.config, seq_len, self.num_parameters(non_embedding=True))
 
     # -- config -------------------------------------------------------------
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "config": self.config.to_dict(),
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(GatedCNNConfig.from_dict(config.pop("config")), **config)
 
 
 def build_gated_cnn(config: GatedCNNConfig, seed: int | None = None, **kwargs) -> GatedCNNLM:

@@ -56,7 +56,6 @@ Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ import keras
 from keras import ops
 
 from lmlab.errors import ConfigError
+from lmlab.models.base import LanguageModel, ModelConfig, is_number
 
 CELLS = ("lstm", "gru")
 CUDNN_MODES = ("auto", "on", "off")
@@ -83,7 +83,7 @@ _AUTO_FIELDS = ("embedding_dropout", "layer_dropout", "output_dropout")
 
 
 @dataclass(frozen=True)
-class RNNConfig:
+class RNNConfig(ModelConfig):
     """Everything that fixes an RNN LM's shape and numerics.
 
     - ``block_size``: the training window, i.e. the truncated-BPTT length; also
@@ -136,7 +136,7 @@ class RNNConfig:
             value = getattr(self, name)
             if value is None and name in _AUTO_FIELDS:
                 continue
-            if not _is_number(value) or not 0.0 <= value < 1.0:
+            if not is_number(value) or not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1): {name}={value!r}")
             object.__setattr__(self, name, float(value))
         auto = frozenset(name for name in _AUTO_FIELDS if getattr(self, name) is None)
@@ -149,41 +149,6 @@ class RNNConfig:
         """State tensors per layer: 2 for an LSTM (h, c), 1 for a GRU (h)."""
         return STATES[self.cell]
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Resolved values of every field, JSON-serialisable."""
-        return {name: getattr(self, name) for name in self.field_names()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RNNConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"an RNNConfig needs a mapping of fields, got {type(d).__name__}")
-        known = cls.field_names()
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown RNNConfig keys: {', '.join(map(str, unknown))} "
-                              f"(known: {', '.join(known)})")
-        if "vocab_size" not in d:
-            raise ConfigError("vocab_size is required (take it from the tokenizer)")
-        return cls(**d)
-
-    def replace(self, **overrides) -> "RNNConfig":
-        """A copy with ``overrides`` applied; dropouts derived from ``dropout`` are re-derived."""
-        unknown = sorted(set(overrides) - set(self.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown RNNConfig keys: {', '.join(unknown)} "
-                              f"(known: {', '.join(self.field_names())})")
-        changes = {name: None for name in self._auto if name not in overrides}
-        changes.update(overrides)
-        return dataclasses.replace(self, **changes)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------
@@ -283,7 +248,7 @@ def _use_cudnn(mode: str):
 
 
 @keras.saving.register_keras_serializable(package="lmlab")
-class RNNLM(keras.Model):
+class RNNLM(LanguageModel, keras.Model):
     """An LSTM or GRU language model: int32 ``(B, T)`` ids → float32 ``(B, T, V)`` logits.
 
     Args:
@@ -296,6 +261,8 @@ class RNNLM(keras.Model):
     only) and ``output_bias``, each under the model's name. Logits are float32
     even under a mixed-precision policy.
     """
+
+    config_class = RNNConfig
 
     def __init__(self, config: RNNConfig | Mapping, seed: int | None = None, **kwargs):
         if not isinstance(config, RNNConfig):
@@ -404,16 +371,6 @@ class RNNLM(keras.Model):
         new_cache = ops.cast(ops.stack(states, axis=0), cache.dtype)  # (L, S, B, d)
         return self._logits(x), new_cache
 
-    def stateless_call_with_cache(self, variable_values, token_ids, cache, index=None):
-        """:meth:`call_with_cache` with the weights passed in as values (lined up with ``self.variables``).
-
-        Under ``jax.jit`` the weights then arrive as arguments instead of being
-        baked into the compiled program as constants.
-        """
-        mapping = list(zip(self.variables, variable_values))
-        with keras.StatelessScope(state_mapping=mapping):
-            return self.call_with_cache(token_ids, cache, index)
-
     # -- accounting -----------------------------------------------------------
 
     def num_parameters(self, non_embedding: bool = False) -> int:
@@ -438,20 +395,6 @@ class RNNLM(keras.Model):
         return estimate_flops_per_token(self.config, seq_len, self.num_parameters(non_embedding=True))
 
     # -- config -------------------------------------------------------------
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "config": self.config.to_dict(),
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(RNNConfig.from_dict(config.pop("config")), **config)
 
 
 def build_rnn(config: RNNConfig, seed: int | None = None, **kwargs) -> RNNLM:

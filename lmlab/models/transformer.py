@@ -28,7 +28,6 @@ Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import keras
 from keras import ops
 
 from lmlab.errors import ConfigError
+from lmlab.models.base import LanguageModel, ModelConfig, is_number
 from lmlab.layers.attention import IMPLEMENTATIONS, CausalSelfAttention
 from lmlab.layers.mlp import GeluMLP, SwiGLUMLP
 from lmlab.layers.normalization import RMSNorm
@@ -56,7 +56,7 @@ _AUTO_FIELDS = ("n_kv_head", "d_ff", "bias", "tie_embeddings")
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(ModelConfig):
     """Everything that fixes a Transformer LM's shape and numerics.
 
     Fields left ``None`` are resolved on construction, so reading a config (or
@@ -112,11 +112,11 @@ class TransformerConfig:
                               f"attention={self.attention!r}")
         if self.family != FAMILY:
             raise ConfigError(f"family must be {FAMILY!r} for a TransformerConfig: family={self.family!r}")
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1): dropout={self.dropout!r}")
         for name in ("rope_theta", "norm_eps"):
             value = getattr(self, name)
-            if not _is_number(value) or not value > 0:
+            if not is_number(value) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number: {name}={value!r}")
         if self.d_model % self.n_head:
             raise ConfigError(f"n_head must divide d_model: d_model={self.d_model}, n_head={self.n_head}")
@@ -145,41 +145,6 @@ class TransformerConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Resolved values of every field, JSON-serialisable."""
-        return {name: getattr(self, name) for name in self.field_names()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TransformerConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"a TransformerConfig needs a mapping of fields, got {type(d).__name__}")
-        known = cls.field_names()
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown TransformerConfig keys: {', '.join(map(str, unknown))} "
-                              f"(known: {', '.join(known)})")
-        if "vocab_size" not in d:
-            raise ConfigError("vocab_size is required (take it from the tokenizer)")
-        return cls(**d)
-
-    def replace(self, **overrides) -> "TransformerConfig":
-        """A copy with ``overrides`` applied; automatically resolved fields are re-derived."""
-        unknown = sorted(set(overrides) - set(self.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown TransformerConfig keys: {', '.join(unknown)} "
-                              f"(known: {', '.join(self.field_names())})")
-        changes = {name: None for name in self._auto if name not in overrides}
-        changes.update(overrides)
-        return dataclasses.replace(self, **changes)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _default_d_ff(style: str, d_model: int, multiple_of: int) -> int:
@@ -355,7 +320,7 @@ class TransformerBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="lmlab")
-class TransformerLM(keras.Model):
+class TransformerLM(LanguageModel, keras.Model):
     """A decoder-only Transformer language model: int32 ``(B, T)`` ids → float32 ``(B, T, V)`` logits.
 
     Args:
@@ -369,6 +334,8 @@ class TransformerLM(keras.Model):
     ``blocks_{i}/mlp/...``, ``final_norm``, ``lm_head`` (untied only), each under
     the model's name. Logits are float32 even under a mixed-precision policy.
     """
+
+    config_class = TransformerConfig
 
     def __init__(self, config: TransformerConfig | Mapping, seed: int | None = None, **kwargs):
         if not isinstance(config, TransformerConfig):
@@ -476,17 +443,6 @@ class TransformerLM(keras.Model):
             layer_caches.append(layer_cache)  # (2, B, S, nkv, hd)
         return self._logits(x), ops.stack(layer_caches, axis=0)  # cache (L, 2, B, S, nkv, hd)
 
-    def stateless_call_with_cache(self, variable_values, token_ids, cache, index):
-        """:meth:`call_with_cache` with the weights passed in as values.
-
-        ``variable_values`` lines up with ``self.variables``. Under ``jax.jit`` the
-        weights then arrive as arguments instead of being baked into the compiled
-        program as constants (which is slow to compile for large models).
-        """
-        mapping = list(zip(self.variables, variable_values))
-        with keras.StatelessScope(state_mapping=mapping):
-            return self.call_with_cache(token_ids, cache, index)
-
     # -- accounting -----------------------------------------------------------
 
     def num_parameters(self, non_embedding: bool = False) -> int:
@@ -510,20 +466,6 @@ class TransformerLM(keras.Model):
         return estimate_flops_per_token(self.config, seq_len, self.num_parameters(non_embedding=True))
 
     # -- config -------------------------------------------------------------
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "config": self.config.to_dict(),
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(TransformerConfig.from_dict(config.pop("config")), **config)
 
 
 def build_transformer(config: TransformerConfig, seed: int | None = None, **kwargs) -> TransformerLM:

@@ -1,0 +1,86 @@
+"""What every neural family shares: config (de)serialisation and the Keras model plumbing.
+
+A family's config is a frozen dataclass that inherits :class:`ModelConfig`;
+fields left ``None`` and filled from others in ``__post_init__`` are recorded in
+``_auto`` so :meth:`ModelConfig.replace` derives them again. A family's model
+inherits :class:`LanguageModel` beside ``keras.Model`` and names its config class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any, Mapping
+
+import keras
+
+from lmlab.errors import ConfigError
+
+
+def is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class ModelConfig:
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Resolved values of every field, JSON-serialisable."""
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    @classmethod
+    def _check_keys(cls, keys) -> None:
+        unknown = sorted(set(keys) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(map(str, unknown))} "
+                              f"(known: {', '.join(cls.field_names())})")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a {cls.__name__} needs a mapping of fields, got {type(d).__name__}")
+        cls._check_keys(d)
+        if "vocab_size" not in d:
+            raise ConfigError("vocab_size is required (take it from the tokenizer)")
+        return cls(**d)
+
+    def replace(self, **overrides):
+        """A copy with ``overrides`` applied; automatically resolved fields are re-derived."""
+        self._check_keys(overrides)
+        changes = {name: None for name in getattr(self, "_auto", ()) if name not in overrides}
+        changes.update(overrides)
+        return dataclasses.replace(self, **changes)
+
+
+class LanguageModel:
+    """Mixed into each family's ``keras.Model``: ``config_class`` names its config."""
+
+    config_class: type = ModelConfig
+
+    def stateless_call_with_cache(self, variable_values, token_ids, cache, index=None):
+        """:meth:`call_with_cache` with the weights passed in as values (lined up with ``self.variables``).
+
+        Under ``jax.jit`` the weights then arrive as arguments instead of being baked
+        into the compiled program as constants (slow to compile for large models).
+        """
+        mapping = list(zip(self.variables, variable_values))
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.call_with_cache(token_ids, cache, index)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(cls.config_class.from_dict(config.pop("config")), **config)
