@@ -42,6 +42,7 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337
     keep_checkpoints: int = 2
+    max_seconds: float = 0.0  # wall-clock limit of the training loop; 0: none (stops, checkpoints, says why)
 
     def __post_init__(self):
         positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "log_interval",
@@ -54,7 +55,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip"):
+        for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip", "max_seconds"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")

@@ -128,13 +128,14 @@ class Trainer:
 
         config = self.config
         self._setup()
-        step, best, stale = 0, math.inf, 0
+        step, best, stale, elapsed = 0, math.inf, 0, 0.0
         if self.resume:
             checkpoint = find_checkpoint(self.run_dir, "last")
             if checkpoint is not None:
                 state = load_checkpoint(checkpoint, self.model, self.optimizer)
                 self.stepper.reload()
                 step, best, stale = state["step"], state.get("best_val_loss", math.inf), state.get("stale_evals", 0)
+                elapsed = state.get("elapsed_s", 0.0)  # loop time before the checkpoint (max_seconds, history)
                 self.log(f"resumed {self.run_dir} at step {step}")
         self.log(f"model: {_describe(self.model_config)}, {self.model.num_parameters():,} parameters, "
                  f"{self.model.flops_per_token():,} FLOPs/token; {self.train_split.tokens:,} training tokens")
@@ -146,8 +147,10 @@ class Trainer:
         last_time, last_step = time.perf_counter(), step
         kill_after = int(os.environ.get("LMLAB_TEST_KILL_AFTER_STEPS", "0"))  # fault injection for tests
         result = {"step": step, "best_val_loss": best}  # what a resumed, already finished run reports
+        clock = time.perf_counter() - elapsed  # loop seconds so far = perf_counter() - clock, across resumes
+        stopped = "max_steps"
         try:
-            while step < config.max_steps:
+            while step < config.max_steps and not (config.max_seconds and elapsed >= config.max_seconds):
                 x, y = self.batches.batch(step)
                 loss, norm = self.stepper.train(x.reshape(accum, -1, block), y.reshape(accum, -1, block))
                 step += 1
@@ -159,7 +162,10 @@ class Trainer:
                     raise TrainingDiverged(f"the loss became {loss} at step {step}; {where}. "
                                            "Lower learning_rate or raise warmup_steps, then resume or restart")
                 bar.update(1)
-                if step % config.log_interval == 0 or step == config.max_steps:
+                elapsed = time.perf_counter() - clock
+                timed_out = bool(config.max_seconds) and elapsed >= config.max_seconds
+                position = {"tokens": step * tokens_per_step, "elapsed_s": elapsed}  # log only, not TensorBoard
+                if step % config.log_interval == 0 or step == config.max_steps or timed_out:
                     now = time.perf_counter()
                     rate = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
                     last_time, last_step = now, step
@@ -167,34 +173,43 @@ class Trainer:
                               "learning_rate": float(self.schedule(step - 1)), "grad_norm": norm,
                               "tokens_per_s": rate}
                     writer.scalars(step, record)
-                    log_file.write(json.dumps(record) + "\n")
+                    log_file.write(json.dumps(record | position) + "\n")
                     log_file.flush()
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
-                if step % config.eval_interval == 0 or step == config.max_steps:
+                if step % config.eval_interval == 0 or step == config.max_steps or timed_out:
                     val_loss = self.validation_loss()
                     improved = val_loss < best
                     best, stale = (val_loss, 0) if improved else (best, stale + 1)
                     record = {"step": step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50)),
                               "best_val_loss": best}
                     writer.scalars(step, record)
-                    log_file.write(json.dumps(record) + "\n")
+                    log_file.write(json.dumps(record | position) + "\n")
                     log_file.flush()
                     self.log(f"step {step}: train loss {loss:.4f}, val loss {val_loss:.4f}"
                              f"{' (best)' if improved else ''}")
                     self.stepper.sync()
                     save_checkpoint(self.run_dir, step, self.model, self.optimizer,
                                     {"val_loss": val_loss, "best_val_loss": best, "stale_evals": stale,
-                                     "data": self.batches.state() | {"step": step}},
+                                     "elapsed_s": elapsed, "data": self.batches.state() | {"step": step}},
                                     best=improved, keep=config.keep_checkpoints)
                     result = {"step": step, "train_loss": loss, "val_loss": val_loss, "best_val_loss": best}
                     if config.early_stopping and stale >= config.early_stopping:
                         self.log(f"early stopping: no improvement in {stale} evaluations")
+                        stopped = "early_stopping"
+                        break
+                    if timed_out:
+                        self.log(f"time limit: stopped at step {step} after {elapsed:,.0f} s (max_seconds "
+                                 f"{config.max_seconds:g})")
+                        stopped = "max_seconds"
                         break
         finally:
             bar.close()
             log_file.close()
             writer.close()
-        result.update(parameters=int(self.model.num_parameters()), tokens_seen=step * tokens_per_step)
+        if stopped == "max_steps" and step < config.max_steps:
+            stopped = "max_seconds"  # a resumed run that had already used its time
+        result.update(parameters=int(self.model.num_parameters()), tokens_seen=step * tokens_per_step,
+                      elapsed_s=elapsed, stopped=stopped)
         write_json(self.run_dir / "results.json", result)
         return result
 

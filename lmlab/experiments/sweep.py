@@ -1,0 +1,190 @@
+"""Running an experiment: runs one after another, each in its own ordinary run folder; resumable.
+
+Output folder (default ``runs/compare/<name>``)::
+
+    experiment.json        the resolved plan: every run's complete training config
+    runs/<run id>/         an ordinary lmlab run folder (lmlab eval / generate work on it)
+        trained.json       the trainer's results and timing, before evaluation
+        done.json          the run's record, written atomically once it is evaluated
+    results.csv, results.md, report.md, *.png   (see lmlab.experiments.report)
+
+Everything is checked before the first run starts: the file, the data (made
+by the ``prepare`` section when missing), every run's config and budget, and
+that runs already on disk were made with the same configs. A re-run of the
+same command skips runs with ``done.json``, resumes a half-trained neural run
+exactly from its last checkpoint (the trainer's resume), evaluates a trained
+one, and recounts an n-gram whose count did not finish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmlab.errors import ConfigError, DataError
+from lmlab.experiments.budget import PlannedRun, resolve_runs
+from lmlab.experiments.records import DONE, TRAINED, make_record
+from lmlab.experiments.spec import Experiment, expand_path, load_experiment
+from lmlab.io import read_json, write_json
+
+PLAN = "experiment.json"
+RUNS = "runs"
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    records: list  # done records of the experiment's runs, in file order
+    missing: list  # ids of runs not done yet (not selected, or a dry run)
+    planned: list  # PlannedRun of the selected runs
+    report: Path | None = None
+
+
+def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=None, dry_run: bool = False,
+                   progress: bool = False, log=print) -> SweepResult:
+    """Python API for ``lmlab compare``: check, run (or resume) every run, then write the report.
+
+    ``experiment`` is a path to a YAML file or an :class:`Experiment`; ``scale``
+    multiplies every budget (and warm-up) for smoke runs; ``only`` keeps the runs
+    whose id, configuration or name matches a glob; ``data`` replaces the
+    file's data folder; ``dry_run`` checks and prints the plan without training.
+    """
+    from lmlab.experiments.report import write_report
+
+    experiment = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    if data:
+        experiment = dataclasses.replace(experiment, data=expand_path(str(data)), prepare=None)
+    selected = {r.id for r in experiment.select(only).runs}
+    out = Path(out) if out else Path("runs") / "compare" / experiment.name
+    manifest = _data(experiment, dry_run, log)
+    if manifest is None:  # a dry run without the data: only what the file alone says
+        for run in experiment.runs:
+            if run.id in selected:
+                log(f"  {run.id}: {run.family} {run.fields.get('preset', '')} ({run.budget.describe()})")
+        return SweepResult(out, [], sorted(selected), [])
+    every = resolve_runs(experiment, manifest, scale)
+    planned = [p for p in every if p.id in selected]
+    for run in planned:
+        _check_existing(run, out / RUNS / run.id)
+    done = sum((out / RUNS / p.id / DONE).exists() for p in planned)
+    log(f"experiment {experiment.name}: {len(planned)} run(s), {done} already done; budget per run "
+        f"{experiment.budget.describe()}{f' x {scale:g}' if scale != 1 else ''}; data {experiment.data} -> {out}")
+    if dry_run:
+        for run in planned:
+            log(f"  {run.id}: {run.describe()}")
+        return SweepResult(out, [], [p.id for p in planned], planned)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / PLAN, {"name": experiment.name, "source": experiment.source, "data": experiment.data,
+                            "scale": scale, "evaluate": experiment.evaluate,
+                            "runs": [{"id": p.id, "key": p.spec.key, "train": p.config.to_dict(),
+                                      "parameters": p.parameters, "flops_per_token": p.flops_per_token,
+                                      "tokens_per_step": p.tokens_per_step} for p in every]})
+    started = time.perf_counter()
+    for number, run in enumerate(planned, 1):
+        folder = out / RUNS / run.id
+        state = "done, skipped" if (folder / DONE).exists() else (
+            "resuming" if (folder / "config.json").exists() else "starting")
+        log(f"[{number}/{len(planned)}] {run.id} ({state}): {run.describe()}")
+        record = execute(experiment, run, folder, progress, log)
+        log(f"[{number}/{len(planned)}] {run.id}: {record['eval']['split']} {record['eval']['bits_per_byte']:.4f} "
+            f"bits/byte, perplexity {record['eval']['perplexity']:.2f}; {_minutes(record['wall_s'])} of training; "
+            f"sweep {_minutes(time.perf_counter() - started)} so far")
+    records, missing = [], []
+    for run in every:
+        path = out / RUNS / run.id / DONE
+        if path.exists():
+            records.append(read_json(path, "run record"))
+        else:
+            missing.append(run.id)
+    report = write_report(out, experiment, records, missing, manifest, scale)
+    log(f"report: {report} ({len(records)} run(s){f', {len(missing)} not run yet' if missing else ''})")
+    return SweepResult(out, records, missing, planned, report)
+
+
+def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: bool = False, log=print) -> dict:
+    """Train (or resume) and evaluate one run; return its record. Idempotent."""
+    from lmlab.evaluation import evaluate_run
+    from lmlab.training.trainer import train
+
+    if (folder / DONE).exists():
+        return read_json(folder / DONE, "run record")
+    trained = _trained(run, folder)
+    if trained is None:
+        say = lambda message: log("    " + message)  # noqa: E731 - indent the trainer's lines
+        if run.neural:
+            resume = (folder / "config.json").exists()
+            trained = train(run.config, folder, resume=resume, progress=progress, log=say)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)  # a count cut short: count again (one pass, seconds)
+            start = time.perf_counter()
+            trained = train(run.config, folder, log=say)
+            from lmlab.data.shards import load_manifest
+
+            trained |= {"wall_s": time.perf_counter() - start,
+                        "tokens_seen": load_manifest(run.config.data)["splits"]["train"]["tokens"]}
+        write_json(folder / TRAINED, trained)
+    options = experiment.evaluate
+    evaluation = evaluate_run(folder, split=options["split"], stride=options["stride"],
+                              batch_size=options["batch_size"], checkpoint=options["checkpoint"])
+    record = make_record(experiment.name, run, folder, trained, evaluation | {"split": options["split"]})
+    write_json(folder / DONE, record)
+    return record
+
+
+def _trained(run: PlannedRun, folder: Path) -> dict | None:
+    """The training results if training finished (for any reason), else None."""
+    if (folder / TRAINED).exists():
+        return read_json(folder / TRAINED, "training results")
+    if run.neural and (folder / "results.json").exists():  # killed between the trainer's end and TRAINED
+        return read_json(folder / "results.json", "training results")
+    return None
+
+
+def _check_existing(run: PlannedRun, folder: Path) -> None:
+    """A run already on disk must have been made with the config the file now gives it."""
+    path = folder / "config.json"
+    if not path.exists():
+        return
+    saved = read_json(path, "run config").get("train", {})
+    wanted = run.config.to_dict()
+    if Path(saved.get("data", "")).resolve() != Path(wanted["data"]).resolve():
+        differ = ["data"]
+    else:
+        differ = sorted(k for k in wanted if k != "data" and saved.get(k) != wanted[k])
+    if differ:
+        details = ", ".join(f"{k}: {saved.get(k)!r} on disk, {wanted[k]!r} now" for k in differ)
+        raise ConfigError(f"{folder} was made with another config ({details}); keep the file as it was, "
+                          "choose another --out, or delete that run folder")
+
+
+def _data(experiment: Experiment, dry_run: bool, log) -> dict | None:
+    """The data's manifest, made by the prepare section when the folder has none yet."""
+    from lmlab.data.shards import MANIFEST, load_manifest
+
+    folder = Path(experiment.data)
+    if not (folder / MANIFEST).exists():
+        if experiment.prepare is None:
+            try:
+                load_manifest(folder)
+            except DataError as error:
+                raise DataError(f"{experiment.source}: data: {error}; prepare it with lmlab prepare or add a "
+                                "prepare section to the experiment") from None
+        if dry_run:
+            log(f"{experiment.data} will be prepared from {', '.join(experiment.prepare['sources'])}; "
+                "checks that need the data are left for the real run")
+            return None
+        from lmlab.data.prepare import prepare
+
+        options = dict(experiment.prepare)
+        sources, workers = options.pop("sources"), options.pop("workers")
+        log(f"preparing {experiment.data} from {', '.join(sources)} ...")
+        prepare(sources, folder, workers=workers, log=lambda m: log("    " + m), **options)
+    return load_manifest(folder)
+
+
+def _minutes(seconds: float) -> str:
+    seconds = float(seconds or 0)
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
