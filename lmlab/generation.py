@@ -21,32 +21,78 @@ from lmlab.errors import ConfigError
 from lmlab.samplers import SamplerConfig, sample_next
 
 
+CHUNK = 32  # tokens per compiled decoding call: streaming granularity vs. host round trips
+
+
 class Decoder:
-    """Compiled prefill and one-token steps for one model."""
+    """Compiled prefill and multi-token decoding for one model and sampler.
 
-    def __init__(self, model, sampler: SamplerConfig):
-        self.model, self.sampler = model, sampler
+    ``prefill`` runs a prompt through the model and picks the next token.
+    ``decode`` then makes up to ``CHUNK`` tokens in one compiled call: the loop
+    over tokens runs inside XLA (``keras.ops.while_loop``), so the cache is
+    updated in place and nothing returns to Python between tokens. It stops
+    early when every row has produced the end token.
+    """
+
+    def __init__(self, model, sampler: SamplerConfig, chunk: int = CHUNK):
+        self.model, self.sampler, self.chunk = model, sampler, int(chunk)
         self.block_size = model.config.block_size
-        backend = keras.backend.backend()
+        ops = keras.ops
 
-        def run(ids, cache, index, seed):
+        def prefill(ids, cache, index, seed):
             logits, cache = model.call_with_cache(ids, cache, index)
             return sample_next(logits[:, -1, :], sampler, seed), cache
 
+        def decode(last, cache, index, seed_base, step, count, eos, finished):
+            # last: (B,) the newest tokens, at position `index`; token j of this call uses
+            # seed [seed_base, step + j], as one call per token would.
+            out = ops.zeros((ops.shape(last)[0], self.chunk), "int32")  # (B, chunk)
+
+            def more(i, last, cache, out, finished):
+                return ops.logical_and(i < count, ops.logical_not(ops.all(finished)))
+
+            def one_token(i, last, cache, out, finished):
+                logits, cache = model.call_with_cache(last[:, None], cache, index + i)
+                token = sample_next(logits[:, -1, :], sampler, ops.stack([seed_base, step + i]))
+                out = ops.slice_update(out, [0, i], token[:, None])
+                return i + 1, token, cache, out, ops.logical_or(finished, ops.equal(token, eos))
+
+            made, _, cache, out, _ = ops.while_loop(
+                more, one_token, (ops.convert_to_tensor(0, "int32"), last, cache, out, finished),
+                maximum_iterations=self.chunk)
+            return out, made, cache
+
+        backend = keras.backend.backend()
         if backend == "tensorflow":
             import tensorflow as tf
 
-            self._run = tf.function(run, jit_compile=True, reduce_retracing=True)
+            self._prefill = tf.function(prefill, jit_compile=True, reduce_retracing=True)
+            self._decode = tf.function(decode, jit_compile=True, reduce_retracing=True)
         elif backend == "jax":
             import jax
 
-            self._run = jax.jit(run)
+            self._prefill, self._decode = jax.jit(prefill), jax.jit(decode)
         else:
-            self._run = run
+            self._prefill, self._decode = prefill, decode
 
-    def __call__(self, ids: np.ndarray, cache, index: int, seed: np.ndarray):
-        next_ids, cache = self._run(ids.astype(np.int32), cache, np.int32(index), seed)
+    def prefill(self, ids: np.ndarray, cache, index: int, seed: np.ndarray):
+        """Tokens ``ids`` ``(B, t)`` at positions ``index...``; returns the next token ``(B,)`` and the cache."""
+        next_ids, cache = self._prefill(ids.astype(np.int32), cache, np.int32(index), seed)
         return np.asarray(keras.ops.convert_to_numpy(next_ids)), cache
+
+    __call__ = prefill  # one step is a prefill of one token
+
+    def decode(self, last: np.ndarray, cache, index: int, seed: int, step: int, count: int, eos_id: int | None,
+               finished: np.ndarray):
+        """Up to ``count`` (<= ``chunk``) new tokens ``(B, n)`` after ``last`` (at ``index``), and the cache.
+
+        Fewer than ``count`` when every row is ``finished`` or has made ``eos_id``.
+        """
+        out, made, cache = self._decode(last.astype(np.int32), cache, np.int32(index), np.int32(seed % 2**31),
+                                        np.int32(step), np.int32(count), np.int32(-1 if eos_id is None else eos_id),
+                                        np.asarray(finished, dtype=bool))
+        made = int(keras.ops.convert_to_numpy(made))
+        return np.asarray(keras.ops.convert_to_numpy(out))[:, :made], cache
 
 
 def _decoder(model, sampler: SamplerConfig) -> Decoder:
@@ -66,7 +112,8 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, s
                  on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
     """New token ids for each prompt (prompt excluded), stopping at ``eos_id`` if given.
 
-    ``on_token(row, token)`` is called for every token as soon as it is chosen.
+    ``on_token(row, token)`` is called for every token as soon as it reaches the host
+    (tokens arrive from the compiled loop in chunks of up to :data:`CHUNK`).
     """
     if hasattr(model, "generate_ids"):  # a family with its own decoding (the n-gram samples counts)
         return model.generate_ids(prompts, max_new_tokens, sampler, seed, eos_id, on_token)
@@ -98,27 +145,38 @@ def _generate_group(decoder: Decoder, batch: list[list[int]], max_new_tokens: in
     def prefill(step):
         context = np.array([h[-(block // 2 if len(h) >= block else block):] for h in history])  # (B, t)
         cache = decoder.model.init_cache(len(batch), block)
-        ids, cache = decoder(context, cache, 0, _seed(seed, step))
+        ids, cache = decoder.prefill(context, cache, 0, _seed(seed, step))
         return ids, cache, context.shape[1]
 
+    def take(tokens: np.ndarray) -> None:  # (B, n) new tokens, in order
+        for column in tokens.T.tolist():
+            for row, token in enumerate(column):
+                if finished[row]:
+                    continue
+                new[row].append(token)
+                history[row].append(token)
+                if on_token:
+                    on_token(row, token)
+                if eos_id is not None and token == eos_id:
+                    finished[row] = True
+
+    if max_new_tokens == 0:
+        return new
     ids, cache, index = prefill(0)
-    for step in range(max_new_tokens):
-        for row, token in enumerate(ids.tolist()):
-            if finished[row]:
-                continue
-            new[row].append(token)
-            history[row].append(token)
-            if on_token:
-                on_token(row, token)
-            if eos_id is not None and token == eos_id:
-                finished[row] = True
-        if finished.all() or step == max_new_tokens - 1:
-            break
+    take(ids[:, None])
+    made = 1
+    while made < max_new_tokens and not finished.all():
         if index >= block:  # the cache is full: rebuild it from the recent context
-            ids, cache, index = prefill(step + 1)
+            ids, cache, index = prefill(made)
+            take(ids[:, None])
+            made += 1
             continue
-        ids, cache = decoder(ids[:, None], cache, index, _seed(seed, step + 1))
-        index += 1
+        count = min(decoder.chunk, max_new_tokens - made, block - index)
+        tokens, cache = decoder.decode(ids, cache, index, seed, made, count, eos_id, finished)
+        take(tokens)
+        made += tokens.shape[1]
+        index += tokens.shape[1]
+        ids = tokens[:, -1]
     return new
 
 

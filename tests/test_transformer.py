@@ -168,7 +168,8 @@ def test_stateless_call_with_cache_uses_the_given_weights():
     values = [v.value for v in other.variables]
     logits, cache = model.stateless_call_with_cache(values, ids, model.init_cache(BATCH, BLOCK), 0)
     np.testing.assert_allclose(npy(logits), npy(other(ids)), atol=1e-5)
-    assert tuple(cache.shape) == (2, 2, BATCH, BLOCK, 2, 6)  # (L, k/v, B, S, nkv, hd)
+    assert len(cache) == 2  # L layers of (keys (B, nkv, hd, S), values (B, nkv, S, hd))
+    assert [(tuple(k.shape), tuple(v.shape)) for k, v in cache] == [((BATCH, 2, 6, BLOCK), (BATCH, 2, BLOCK, 6))] * 2
 
 
 def test_grouped_query_attention_equals_multi_head_with_repeated_kv():
@@ -244,10 +245,10 @@ def test_mixed_precision_keeps_float32_logits():
     logits = model(tokens())
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
     cache = model.init_cache(BATCH, BLOCK)
-    assert keras.backend.standardize_dtype(cache.dtype) == "bfloat16"
+    assert {keras.backend.standardize_dtype(t.dtype) for layer in cache for t in layer} == {"bfloat16"}
     step_logits, cache = model.call_with_cache(tokens(length=2), cache, 0)
     assert keras.backend.standardize_dtype(step_logits.dtype) == "float32"
-    assert keras.backend.standardize_dtype(cache.dtype) == "bfloat16"
+    assert {keras.backend.standardize_dtype(t.dtype) for layer in cache for t in layer} == {"bfloat16"}
 
 
 # ---------------------------------------------------------------------------

@@ -15,10 +15,13 @@ One layer serves both GPT-2 style (Radford et al. 2019; nanoGPT's
   like ``eager_attention_forward``) and ``"fused"`` (``keras.ops.dot_product_attention``,
   which each backend may lower to a faster kernel). A test checks they agree.
 
-Cached decoding keeps one tensor per layer of shape ``(2, B, S, n_kv_head, head_dim)``
-(keys then values; ``S`` = the cache's fixed length). New keys and values are
-written with ``keras.ops.slice_update`` at a traced index and a mask hides the
-slots not yet written, so shapes stay static inside a compiled loop.
+Cached decoding keeps a pair of tensors per layer: keys ``(B, n_kv_head, head_dim, S)``
+and values ``(B, n_kv_head, S, head_dim)`` (``S`` = the cache's fixed length). New
+keys and values are written with ``keras.ops.slice_update`` at a traced index and a
+mask hides the slots not yet written, so shapes stay static inside a compiled loop.
+The layouts are the ones the two attention matmuls read directly (``q @ K`` and
+``p @ V``, no transposes) and keys and values are separate tensors, so a decoding
+loop compiled by XLA updates the cache in place instead of copying it every token.
 """
 
 from __future__ import annotations
@@ -86,8 +89,8 @@ class CausalSelfAttention(keras.layers.Layer):
         seed: seed for the dropout layer.
 
     ``call(x, cache=None, cache_index=None, training=None)``: without a cache,
-    returns ``(B, T, d)``; with a layer cache ``(2, B, S, n_kv_head, head_dim)``
-    and the position ``cache_index`` of ``x[:, 0]``, returns ``(output, new_cache)``.
+    returns ``(B, T, d)``; with a layer cache ``(keys (B, n_kv_head, head_dim, S),
+    values (B, n_kv_head, S, head_dim))`` and the position ``cache_index`` of ``x[:, 0]``, returns ``(output, new_cache)``.
     """
 
     def __init__(self, hidden_dim: int, n_head: int, n_kv_head: int | None = None,
@@ -144,30 +147,64 @@ class CausalSelfAttention(keras.layers.Layer):
             q = self.rotary(q, start_index=start)
             k = self.rotary(k, start_index=start)
 
-        mask = None  # plain causal over the T new tokens
         if cache is not None:
-            kv = ops.cast(ops.stack([k, v], axis=0), cache.dtype)  # (2, B, T, nkv, hd)
-            cache = ops.slice_update(cache, [0, 0, cache_index, 0, 0], kv)  # (2, B, S, nkv, hd)
-            k, v = ops.cast(cache[0], q.dtype), ops.cast(cache[1], q.dtype)  # (B, S, nkv, hd)
-            mask = causal_mask(length, ops.shape(k)[1], cache_index)  # (T, S)
-
-        y = self._attend(q, k, v, mask)  # (B, T, nh, hd)
+            k_cache, v_cache = cache
+            k_new = ops.cast(ops.transpose(k, (0, 2, 3, 1)), k_cache.dtype)  # (B, nkv, hd, T)
+            v_new = ops.cast(ops.transpose(v, (0, 2, 1, 3)), v_cache.dtype)  # (B, nkv, T, hd)
+            y = self._attend_cached(q, k_new, v_new, k_cache, v_cache, cache_index)  # (B, T, nh, hd)
+            # The writes depend on the reads (a zero from y), so XLA can order them and update
+            # the cache in place inside a compiled loop instead of copying it every token.
+            after_reads = ops.cast(y[0, 0, 0, 0] * 0, k_cache.dtype)
+            k_new, v_new = k_new + after_reads, v_new + after_reads
+            k_cache = ops.slice_update(k_cache, [0, 0, 0, cache_index], k_new)  # (B, nkv, hd, S)
+            v_cache = ops.slice_update(v_cache, [0, 0, cache_index, 0], v_new)  # (B, nkv, S, hd)
+            cache = (k_cache, v_cache)
+        else:
+            y = self._attend(q, k, v)  # (B, T, nh, hd)
         y = ops.reshape(y, (batch, length, self.n_head * self.head_dim))  # (B, T, d)
         y = self.dropout(self.o_proj(y), training=training)
         return y if cache is None else (y, cache)
 
-    def _attend(self, q, k, v, mask):
+    def _attend_cached(self, q, k_new, v_new, k_cache, v_cache, cache_index):
+        """Attention of ``q`` ``(B, T, nh, hd)`` at positions ``cache_index...``, in float32.
+
+        Keys are the cache's slots before ``cache_index`` and the ``T`` new ones
+        (causally); both parts share one softmax. Reading the cache before it is
+        updated (rather than the updated cache) keeps XLA from copying it. Query
+        heads are grouped under their kv head (``(B, nkv, g*T, hd)``), so
+        grouped-query attention needs no repeated keys and values.
+        """
+        batch, length = ops.shape(q)[0], ops.shape(q)[1]
+        groups = self.n_head // self.n_kv_head
+        slots = ops.shape(v_cache)[2]
+        scale = 1.0 / math.sqrt(self.head_dim)
+        q = ops.transpose(ops.cast(q, "float32"), (0, 2, 1, 3))  # (B, nh, T, hd)
+        q = ops.reshape(q, (batch, self.n_kv_head, groups * length, self.head_dim))  # (B, nkv, g*T, hd)
+
+        def grouped(scores, width):  # (B, nkv, g*T, width) -> (B, nkv, g, T, width)
+            return ops.reshape(scores, (batch, self.n_kv_head, groups, length, width))
+
+        old = grouped(ops.matmul(q, ops.cast(k_cache, "float32")) * scale, slots)  # (B, nkv, g, T, S)
+        old_visible = ops.arange(slots, dtype="int32") < ops.cast(cache_index, "int32")  # (S,)
+        old = ops.where(old_visible, old, ops.full_like(old, -1e30))
+        new = grouped(ops.matmul(q, ops.cast(k_new, "float32")) * scale, length)  # (B, nkv, g, T, T)
+        new = ops.where(causal_mask(length, length), new, ops.full_like(new, -1e30))
+        probs = ops.softmax(ops.concatenate([old, new], axis=-1), axis=-1)  # (B, nkv, g, T, S + T)
+        flat = (batch, self.n_kv_head, groups * length)
+        y = (ops.matmul(ops.reshape(probs[..., :slots], flat + (slots,)), ops.cast(v_cache, "float32"))
+             + ops.matmul(ops.reshape(probs[..., slots:], flat + (length,)), ops.cast(v_new, "float32")))
+        y = ops.reshape(y, (batch, self.n_head, length, self.head_dim))  # (B, nh, T, hd)
+        return ops.cast(ops.transpose(y, (0, 2, 1, 3)), self.compute_dtype)  # (B, T, nh, hd)
+
+    def _attend(self, q, k, v):
+        """Causal attention of ``q`` ``(B, T, nh, hd)`` over ``k``, ``v`` ``(B, T, nkv, hd)``."""
         groups = self.n_head // self.n_kv_head
         if groups > 1:  # grouped-query attention: share each kv head across `groups` query heads
-            k = ops.repeat(k, groups, axis=2)  # (B, S, nh, hd)
-            v = ops.repeat(v, groups, axis=2)  # (B, S, nh, hd)
+            k = ops.repeat(k, groups, axis=2)  # (B, T, nh, hd)
+            v = ops.repeat(v, groups, axis=2)  # (B, T, nh, hd)
         if self.implementation == "reference":
-            if mask is None:
-                mask = causal_mask(ops.shape(q)[1], ops.shape(k)[1])
-            return reference_attention(q, k, v, mask)
-        if mask is None:
-            return ops.dot_product_attention(q, k, v, is_causal=True)
-        return ops.dot_product_attention(q, k, v, mask=mask[None, None, :, :])  # mask (1, 1, T, S)
+            return reference_attention(q, k, v, causal_mask(ops.shape(q)[1], ops.shape(k)[1]))
+        return ops.dot_product_attention(q, k, v, is_causal=True)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -405,7 +405,7 @@ class TransformerLM(LanguageModel, keras.Model):
         x = self.final_norm(x)
         if self.lm_head is None:
             table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
-            logits = ops.matmul(x, ops.transpose(table))  # (B, T, V)
+            logits = ops.einsum("btd,vd->btv", x, table)  # (B, T, V); no transposed copy of the table
         else:
             logits = self.lm_head(x)  # (B, T, V)
         return ops.cast(logits, "float32")
@@ -413,7 +413,8 @@ class TransformerLM(LanguageModel, keras.Model):
     # -- cached decoding ----------------------------------------------------
 
     def init_cache(self, batch_size: int, max_length: int | None = None):
-        """An empty KV cache: zeros ``(n_layer, 2, B, max_length, n_kv_head, head_dim)`` in the compute dtype.
+        """An empty KV cache in the compute dtype: per layer zeros for keys ``(B, n_kv_head, head_dim, max_length)``
+        and values ``(B, n_kv_head, max_length, head_dim)`` (the layouts attention reads without transposing).
 
         ``max_length`` defaults to ``block_size`` and may not exceed it.
         """
@@ -422,8 +423,10 @@ class TransformerLM(LanguageModel, keras.Model):
         if not 1 <= max_length <= c.block_size:
             raise ConfigError(f"cache max_length must be in [1, block_size={c.block_size}]: "
                               f"max_length={max_length}")
-        shape = (c.n_layer, 2, int(batch_size), max_length, c.n_kv_head, c.head_dim)
-        return ops.zeros(shape, dtype=self.compute_dtype)
+        keys = (int(batch_size), c.n_kv_head, c.head_dim, max_length)
+        values = (int(batch_size), c.n_kv_head, max_length, c.head_dim)
+        return tuple((ops.zeros(keys, dtype=self.compute_dtype), ops.zeros(values, dtype=self.compute_dtype))
+                     for _ in range(c.n_layer))
 
     def call_with_cache(self, token_ids, cache, index):
         """Run ``token_ids`` ``(B, t)`` at positions ``index .. index + t - 1`` against ``cache``.
@@ -439,9 +442,9 @@ class TransformerLM(LanguageModel, keras.Model):
         x = self._embed(token_ids, index, training=False)  # (B, t, d)
         layer_caches = []
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, cache=cache[i], cache_index=index, training=False)
-            layer_caches.append(layer_cache)  # (2, B, S, nkv, hd)
-        return self._logits(x), ops.stack(layer_caches, axis=0)  # cache (L, 2, B, S, nkv, hd)
+            x, layer_cache = block(x, cache=tuple(cache[i]), cache_index=index, training=False)
+            layer_caches.append(layer_cache)  # keys (B, nkv, hd, S), values (B, nkv, S, hd)
+        return self._logits(x), tuple(layer_caches)
 
     # -- accounting -----------------------------------------------------------
 
