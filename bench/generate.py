@@ -17,8 +17,8 @@ and 256: lmlab's cache has ``block_size`` slots, and the prompt plus 256 new tok
 past its position table).
 
 * ``lmlab``: :func:`lmlab.generation.generate_ids` with ``SamplerConfig(temperature=0)``: a
-  compiled (XLA) prefill, then one compiled one-token step per new token against a
-  ``(n_layer, 2, 1, 512, heads, head_dim)`` cache, driven from Python.
+  compiled (XLA) prefill, then compiled calls that each make up to 32 tokens in a loop
+  inside XLA, against per-layer key and value caches of 512 slots updated in place.
 * ``transformers``: ``GPT2LMHeadModel.generate(do_sample=False, max_new_tokens=256,
   use_cache=True)`` under ``torch.inference_mode()`` (eager PyTorch, the library's default
   attention and cache), with no end token so that every run makes all 256 tokens.
@@ -36,9 +36,8 @@ is the median: tokens/s = new tokens / seconds per generation (prefill included)
 ``ratio_small`` / ``ratio_large`` = lmlab tokens/s / transformers tokens/s (the issue's
 target: ≥ 2.0).
 
-``lmlab_step_<shape>_ms`` is lmlab's bare compiled one-token step (one call of the
-``Decoder``, with its copy of the chosen token to the host) timed in a loop at a mid-cache
-position, and ``transformers_step_<shape>_ms`` the same for one ``GPT2LMHeadModel`` forward
+``lmlab_step_<shape>_ms`` is lmlab's compiled loop per token (one call making 32 tokens at a
+mid-cache position, divided by 32), and ``transformers_step_<shape>_ms`` the same for one ``GPT2LMHeadModel`` forward
 call on one token with a filled cache (``DynamicCache``, cropped back by one after each call):
 how much of a token's time is the model step and how much the loop around it.
 
@@ -137,7 +136,7 @@ def lmlab_generator(shape: dict, prompt: list[int], new_tokens: int, inter_op: i
     tf_setup(inter_op)
     import numpy as np
 
-    from lmlab.generation import _decoder, _seed, generate_ids
+    from lmlab.generation import CHUNK, _decoder, _seed, generate_ids
     from lmlab.models.transformer import build_transformer, preset
     from lmlab.samplers import SamplerConfig
 
@@ -149,12 +148,11 @@ def lmlab_generator(shape: dict, prompt: list[int], new_tokens: int, inter_op: i
         return generate_ids(model, [prompt], new_tokens, sampler=sampler)[0]
 
     def step_ms():
-        """The bare compiled one-token step (lmlab's ``Decoder``) at a position halfway through."""
+        """Per token of the compiled decoding loop: one call making CHUNK tokens at mid-cache, over CHUNK."""
         decoder = _decoder(model, sampler)
-        cache = model.init_cache(1, BLOCK)
-        _, cache = decoder(np.array([prompt], dtype=np.int32), cache, 0, _seed(0, 0))
-        token, index = np.array([[prompt[-1]]], dtype=np.int32), len(prompt) + new_tokens // 2
-        return median_call_ms(lambda: decoder(token, cache, index, _seed(0, 1)))
+        token, cache = decoder.prefill(np.array([prompt], dtype=np.int32), model.init_cache(1, BLOCK), 0, _seed(0, 0))
+        index, finished = len(prompt) + new_tokens // 2, np.zeros(1, dtype=bool)
+        return median_call_ms(lambda: decoder.decode(token, cache, index, 0, 1, CHUNK, None, finished)) / CHUNK
 
     return generate, step_ms, {"parameters": int(model.num_parameters())}
 
