@@ -72,6 +72,8 @@ def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | 
         tokens = TokenSplit("text", [ids], run.tokenizer.eos_id, len(text.encode("utf-8")), 1)
         source = str(path)
     else:
+        if not (run.config.get("data") or {}).get("folder"):  # e.g. a model imported without --data
+            raise ConfigError(f"{run_folder} has no prepared data of its own: score a text file with --text FILE")
         data = run.config["data"]["folder"]
         manifest = load_manifest(data)
         if manifest["tokenizer"].get("sha256") != run.config["data"].get("tokenizer_sha256"):

@@ -1,0 +1,78 @@
+"""``lmlab export RUN --format hf``: an lmlab Transformer run as a Hugging Face checkpoint folder.
+
+Writes ``config.json`` (GPT-2 or Llama fields, :mod:`lmlab.interop.hf_config`),
+``model.safetensors`` (float32, names from :mod:`lmlab.interop.hf_names`),
+``tokenizer.json`` with ``tokenizer_config.json`` and ``special_tokens_map.json``
+(:mod:`lmlab.interop.hf_tokenizer`) and ``generation_config.json``, so that
+``transformers.AutoModelForCausalLM.from_pretrained(DIR)`` and
+``AutoTokenizer.from_pretrained(DIR)`` load it without custom code. Every
+file is written atomically, ``config.json`` last.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lmlab.errors import ConfigError
+from lmlab.interop import hf_config, hf_names, hf_tokenizer
+from lmlab.interop.weight_files import SINGLE_FILE, write_safetensors
+from lmlab.io import atomic_open, write_json
+
+OWN_FILES = ("config.json", SINGLE_FILE, "generation_config.json", hf_tokenizer.TOKENIZER_FILE,
+             hf_tokenizer.TOKENIZER_CONFIG, hf_tokenizer.SPECIAL_TOKENS_MAP)
+
+
+def check_output_folder(out, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} is not empty; choose another --out or give --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def export_hf(run, out, checkpoint: str = "best", with_tokenizer: bool = True, overwrite: bool = False,
+              log=print) -> dict:
+    """Export ``run``'s ``best`` (or ``last``) checkpoint to the folder ``out``; return a summary."""
+    from lmlab.runs import load_run
+    from lmlab.training.checkpoint import variable_key
+
+    started = time.perf_counter()
+    loaded = load_run(run, checkpoint)
+    config = loaded.model.config
+    arch = hf_config.architecture_for(config)
+    imported = loaded.config.get("imported_from", {}).get("tokenizer_config") or None
+    backend_json, specials = None, {}
+    if with_tokenizer:
+        backend_json = hf_tokenizer.tokenizer_json(loaded.tokenizer)  # raises first if it cannot be written
+        specials = hf_tokenizer.special_tokens(loaded.tokenizer, imported)
+        ids = hf_tokenizer.token_ids(backend_json, specials)
+    else:
+        ids = {"bos_token_id": loaded.tokenizer.eos_id, "eos_token_id": loaded.tokenizer.eos_id, "pad_token_id": None}
+    hf_json = hf_config.to_hf(arch, config, ids)  # raises for what the format cannot hold
+    weights = {variable_key(w): np.asarray(w.numpy()) for w in loaded.model.weights}  # no dropout seed states
+    tensors = hf_names.to_hf(arch, config, weights)
+    del weights
+    out = check_output_folder(out, overwrite)
+    for name in OWN_FILES:  # a stale file of an earlier export must not sit beside the new ones
+        (out / name).unlink(missing_ok=True)
+    write_safetensors(out / SINGLE_FILE, tensors, metadata={"format": "pt"})
+    if with_tokenizer:
+        with atomic_open(out / hf_tokenizer.TOKENIZER_FILE, "w", encoding="utf-8") as handle:
+            handle.write(backend_json)
+        write_json(out / hf_tokenizer.TOKENIZER_CONFIG,
+                   hf_tokenizer.tokenizer_config(specials, config.block_size, imported))
+        write_json(out / hf_tokenizer.SPECIAL_TOKENS_MAP, specials)
+    write_json(out / "generation_config.json", {**ids, "max_length": config.block_size})
+    write_json(out / "config.json", hf_json)
+    summary = {"out": str(out), "architecture": arch.name, "tensors": len(tensors),
+               "parameters": int(sum(t.size for t in tensors.values())), "step": loaded.step,
+               "tokenizer": loaded.tokenizer.describe() if with_tokenizer else None,
+               "seconds": round(time.perf_counter() - started, 2)}
+    log(f"exported {run} (step {loaded.step}) as {arch.name}: {len(tensors)} tensors, "
+        f"{summary['parameters']:,} parameters{', ' + summary['tokenizer'] if with_tokenizer else ''} -> {out}")
+    return summary

@@ -1,0 +1,211 @@
+"""Hugging Face tensor names ↔ lmlab weight keys: one declarative table per architecture.
+
+Each :class:`Rule` pairs one Hugging Face tensor with the lmlab weight(s) it
+holds; ``{i}`` stands for the layer. The same tables drive import
+(:func:`to_lmlab`) and export (:func:`to_hf`), and both directions check that
+every tensor is consumed and every shape matches, naming the tensor that does not.
+
+Layouts (checked against ``transformers`` 5 ``modeling_gpt2.py`` and
+``modeling_llama.py``):
+
+- GPT-2 stores its projections as ``Conv1D`` weights, ``(in, out)``: Keras
+  ``Dense`` kernels already have that layout. Its ``c_attn`` fuses q, k and v
+  along the output axis.
+- Llama stores ``nn.Linear`` weights, ``(out, in)``: transposed. Its rotary
+  embedding rotates halves (``rotate_half``), as lmlab's does
+  (:mod:`lmlab.layers.rotary`), so q/k rows need no permutation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rule:
+    hf: str  # Hugging Face tensor name; "{i}" is the layer index
+    ours: tuple[str, ...]  # lmlab weight key(s); several are concatenated along the last axis in `hf`
+    transpose: bool = False  # torch.nn.Linear (out, in) vs Keras Dense (in, out)
+    when: str = "always"  # "always", "bias" (the model has biases), "untied" (a separate output layer)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # the transformers class written to config.json "architectures"
+    model_type: str
+    style: str  # lmlab TransformerConfig.style
+    body_prefix: str  # the base model's prefix; base-model checkpoints (GPT2Model, LlamaModel) omit it
+    aliases: tuple[str, ...]  # other class names with the same weights
+    rules: tuple[Rule, ...]
+    buffers: tuple[str, ...] = ()  # regexes of non-weight buffers some checkpoints carry; skipped
+    biases_required: bool = False  # the format always has biases: an lmlab model without them exports zeros
+
+
+def _layer(prefix: str, pairs) -> tuple[Rule, ...]:
+    return tuple(Rule(prefix + hf, tuple(f"blocks_{{i}}/{o}" for o in ours), transpose, when)
+                 for hf, ours, transpose, when in pairs)
+
+
+GPT2 = Architecture(
+    name="GPT2LMHeadModel", model_type="gpt2", style="gpt2", body_prefix="transformer.",
+    aliases=("GPT2Model",), biases_required=True,
+    rules=(
+        Rule("transformer.wte.weight", ("token_embedding/embeddings",)),
+        Rule("transformer.wpe.weight", ("position_embedding/embeddings",)),
+        *_layer("transformer.h.{i}.", [
+            ("ln_1.weight", ("attention_norm/gamma",), False, "always"),
+            ("ln_1.bias", ("attention_norm/beta",), False, "bias"),
+            ("attn.c_attn.weight", ("attention/q_proj/kernel", "attention/k_proj/kernel",
+                                    "attention/v_proj/kernel"), False, "always"),
+            ("attn.c_attn.bias", ("attention/q_proj/bias", "attention/k_proj/bias",
+                                  "attention/v_proj/bias"), False, "bias"),
+            ("attn.c_proj.weight", ("attention/o_proj/kernel",), False, "always"),
+            ("attn.c_proj.bias", ("attention/o_proj/bias",), False, "bias"),
+            ("ln_2.weight", ("mlp_norm/gamma",), False, "always"),
+            ("ln_2.bias", ("mlp_norm/beta",), False, "bias"),
+            ("mlp.c_fc.weight", ("mlp/fc/kernel",), False, "always"),
+            ("mlp.c_fc.bias", ("mlp/fc/bias",), False, "bias"),
+            ("mlp.c_proj.weight", ("mlp/proj/kernel",), False, "always"),
+            ("mlp.c_proj.bias", ("mlp/proj/bias",), False, "bias"),
+        ]),
+        Rule("transformer.ln_f.weight", ("final_norm/gamma",)),
+        Rule("transformer.ln_f.bias", ("final_norm/beta",), when="bias"),
+        Rule("lm_head.weight", ("lm_head/kernel",), transpose=True, when="untied"),
+    ),
+    # The causal-mask buffers older GPT-2 checkpoints saved (the hub's `gpt2` has them).
+    buffers=(r"transformer\.h\.\d+\.attn\.(bias|masked_bias)",),
+)
+
+LLAMA = Architecture(
+    name="LlamaForCausalLM", model_type="llama", style="llama", body_prefix="model.",
+    aliases=("LlamaModel",),
+    rules=(
+        Rule("model.embed_tokens.weight", ("token_embedding/embeddings",)),
+        *_layer("model.layers.{i}.", [
+            ("input_layernorm.weight", ("attention_norm/scale",), False, "always"),
+            *[(f"self_attn.{p}_proj.weight", (f"attention/{p}_proj/kernel",), True, "always") for p in "qkvo"],
+            *[(f"self_attn.{p}_proj.bias", (f"attention/{p}_proj/bias",), False, "bias") for p in "qkvo"],
+            ("post_attention_layernorm.weight", ("mlp_norm/scale",), False, "always"),
+            *[(f"mlp.{p}_proj.weight", (f"mlp/{p}_proj/kernel",), True, "always") for p in ("gate", "up", "down")],
+            *[(f"mlp.{p}_proj.bias", (f"mlp/{p}_proj/bias",), False, "bias") for p in ("gate", "up", "down")],
+        ]),
+        Rule("model.norm.weight", ("final_norm/scale",)),
+        Rule("lm_head.weight", ("lm_head/kernel",), transpose=True, when="untied"),
+    ),
+    # Rotary frequencies some older Llama checkpoints saved; lmlab computes them from rope_theta.
+    buffers=(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq",),
+)
+
+ARCHITECTURES = (GPT2, LLAMA)
+HEAD = "lm_head.weight"
+EMBEDDING_KEY = "token_embedding/embeddings"
+
+
+def _applies(rule: Rule, config) -> bool:
+    return {"always": True, "bias": config.bias, "untied": not config.tie_embeddings}[rule.when]
+
+
+def expand(arch: Architecture, config, present_only: bool = True) -> list[Rule]:
+    """The rules for ``config`` with ``{i}`` filled in for every layer."""
+    rules = []
+    for rule in arch.rules:
+        if present_only and not _applies(rule, config):
+            continue
+        layers = range(config.n_layer) if "{i}" in rule.hf else [None]
+        for i in layers:
+            if i is None:
+                rules.append(rule)
+            else:
+                rules.append(Rule(rule.hf.format(i=i), tuple(o.format(i=i) for o in rule.ours),
+                                  rule.transpose, rule.when))
+    return rules
+
+
+def canonical_name(arch: Architecture, name: str) -> str:
+    """``name`` with the base model's prefix, so GPT2Model/LlamaModel checkpoints read as the LM's."""
+    if name == HEAD or name.startswith(arch.body_prefix):
+        return name
+    return arch.body_prefix + name
+
+
+def _hf_shape(rule: Rule, shapes: dict[str, tuple]) -> tuple[int, ...]:
+    parts = [shapes[key] for key in rule.ours]
+    if len(parts) > 1:
+        return tuple(parts[0][:-1]) + (sum(p[-1] for p in parts),)
+    return tuple(reversed(parts[0])) if rule.transpose else tuple(parts[0])
+
+
+def to_lmlab(arch: Architecture, config, tensors, shapes: dict[str, tuple], source: str) -> dict[str, np.ndarray]:
+    """lmlab weights (key → float32 array) from a checkpoint's ``tensors`` (``names``/``shape``/``read``).
+
+    ``shapes`` are the lmlab model's weight shapes. Every tensor must be used
+    (or be a known buffer) and have the shape the config implies.
+    """
+    names = {canonical_name(arch, n): n for n in tensors.names}
+    if len(names) != len(tensors.names):
+        raise ConfigError(f"{source}: holds the same tensor with and without the {arch.body_prefix!r} prefix")
+    weights: dict[str, np.ndarray] = {}
+    used = set()
+    for rule in expand(arch, config):
+        if rule.hf not in names:
+            raise ConfigError(f"{source}: tensor {rule.hf} is missing (a {arch.name} with this config.json has it)")
+        expected, found = _hf_shape(rule, shapes), tuple(tensors.shape(names[rule.hf]))
+        if found != expected:
+            raise ConfigError(f"{source}: tensor {rule.hf} has shape {found}, config.json implies {expected}")
+        value = tensors.read(names[rule.hf])
+        used.add(rule.hf)
+        if rule.transpose:
+            value = np.ascontiguousarray(value.T)
+        widths = np.cumsum([shapes[key][-1] for key in rule.ours])[:-1]
+        for key, part in zip(rule.ours, np.split(value, widths, axis=-1)):
+            weights[key] = np.ascontiguousarray(part)
+    if config.tie_embeddings and HEAD in names:  # some checkpoints save the tied head too: it must be the embedding
+        if tuple(tensors.shape(names[HEAD])) != shapes[EMBEDDING_KEY] or not np.array_equal(
+                tensors.read(names[HEAD]), weights[EMBEDDING_KEY]):
+            raise ConfigError(f"{source}: tensor {HEAD} differs from the token embedding, but config.json "
+                              "says tie_word_embeddings")
+        used.add(HEAD)
+    buffers = [re.compile(pattern) for pattern in arch.buffers]
+    unused = sorted(n for n in names if n not in used and not any(b.fullmatch(n) for b in buffers))
+    if unused:
+        raise ConfigError(f"{source}: {len(unused)} tensor(s) a {arch.name} with this config.json does not have: "
+                          f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
+    missing = sorted(set(shapes) - set(weights))
+    if missing:  # a table that does not cover the model: a bug, but say which weight
+        raise ConfigError(f"no {arch.name} tensor fills lmlab weight(s) {', '.join(missing[:5])}")
+    return weights
+
+
+def _zeros_like_partner(key: str, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """Zeros for a bias the lmlab model does not have: a Dense bias or a LayerNorm shift."""
+    partner = key.replace("/bias", "/kernel") if key.endswith("/bias") else key.replace("/beta", "/gamma")
+    return np.zeros(weights[partner].shape[-1:], np.float32)
+
+
+def to_hf(arch: Architecture, config, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Hugging Face tensors (name → float32 array) from lmlab weights (key → array); every weight used."""
+    tensors: dict[str, np.ndarray] = {}
+    used = set()
+    for rule in expand(arch, config, present_only=not arch.biases_required):
+        if rule.when == "untied" and config.tie_embeddings:
+            continue
+        parts = []
+        for key in rule.ours:
+            if key in weights:
+                parts.append(np.asarray(weights[key], np.float32))
+                used.add(key)
+            elif rule.when == "bias" and not config.bias:
+                parts.append(_zeros_like_partner(key, weights))
+            else:
+                raise ConfigError(f"the lmlab model has no weight {key} for {rule.hf}")
+        value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+        tensors[rule.hf] = np.ascontiguousarray(value.T if rule.transpose else value)
+    unused = sorted(set(weights) - used)
+    if unused:
+        raise ConfigError(f"lmlab weight(s) with no place in a {arch.name}: {', '.join(unused[:5])}")
+    return tensors
