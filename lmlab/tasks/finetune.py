@@ -1,0 +1,150 @@
+"""``lmlab finetune``: a pretrained run fine-tuned for classification or conditional generation.
+
+The loop: batches from :mod:`lmlab.tasks.batching`, compiled steps from
+:mod:`lmlab.tasks.steps`, the optimizer and schedule of pre-training
+(:func:`lmlab.training.trainer.build_optimizer`: AdamW, warm-up, cosine
+decay, clipping), a validation every ``eval_interval`` steps (default: each
+epoch) and a checkpoint whenever it improves (classification: accuracy;
+generation: completion loss), written by :mod:`lmlab.tasks.folder`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lmlab.errors import ConfigError, DataError
+from lmlab.io import write_json
+from lmlab.tasks.config import FinetuneConfig
+from lmlab.tasks.folder import CONFIG, read_config, save_weights
+
+
+def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = None, data_options: dict | None = None,
+             checkpoint: str = "best", overwrite: bool = False, log=print) -> dict:
+    """Fine-tune ``base_run`` on ``train`` (and ``valid``) into the new folder ``out``; returns the results.
+
+    ``data_options``: ``format``, ``text_column``, ``label_column`` (classification),
+    ``swap``, ``target_field``, ``limit`` (generation), and the augmentation's
+    synonym sources ``wordnet``, ``cilin``, ``neighbours``.
+    """
+    import keras
+
+    from lmlab.runs import load_run
+    from lmlab.tasks.backbone import check_neural
+    from lmlab.tasks.steps import TaskStepper
+    from lmlab.training.config import TrainConfig
+    from lmlab.training.trainer import build_optimizer
+
+    config = config or FinetuneConfig()
+    options = dict(data_options or {})
+    out = Path(out)
+    _check_out(out, overwrite)
+    base = load_run(base_run, checkpoint)
+    check_neural(base.model)
+    if config.task == "classify":
+        from lmlab.tasks.classify import ClassifyTask
+
+        task = ClassifyTask(config, base.tokenizer, base.model.config.block_size, options, log)
+    else:
+        from lmlab.tasks.generate import GenerateTask
+
+        task = GenerateTask(config, base.tokenizer, base.model.config.block_size, options, log)
+    task.read(train, valid)
+
+    keras.utils.set_random_seed(config.seed)
+    model = task.build(base.model)
+    per_epoch = task.train_data.steps_per_epoch(config.batch_size)
+    total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+    warmup = min(int(config.warmup_ratio * total), total - 1)
+    optimizer, schedule = build_optimizer(TrainConfig(
+        batch_size=config.batch_size, max_steps=total, learning_rate=config.learning_rate,
+        min_learning_rate=config.learning_rate / 10, warmup_steps=warmup, weight_decay=config.weight_decay,
+        grad_clip=config.grad_clip, seed=config.seed), model)
+    stepper = TaskStepper(model, optimizer, return_outputs=config.task == "classify")
+    interval = config.eval_interval or per_epoch
+
+    out.mkdir(parents=True, exist_ok=True)
+    base.tokenizer.save(out / "tokenizer.json")
+    write_json(out / CONFIG, {
+        # "train" and "model" as in the base run, so lmlab.runs.load_run reads this folder too.
+        "task": config.task, "train": base.config["train"], "model": base.config["model"],
+        "data": base.config.get("data"),
+        "finetune": config.to_dict(), config.task: task.settings(),
+        "base": {"run": str(Path(base_run).resolve()), "checkpoint": base.checkpoint.name, "step": base.step},
+        "train_file": str(train), "valid_file": str(valid) if valid else None,
+        "parameters": {"total": int(model.count_params()),
+                       "trainable": int(sum(np.prod(v.shape) for v in model.trainable_variables))},
+    })
+    log(f"fine-tuning {base_run} ({base.checkpoint.name}) for {config.task}: {total:,} steps of {config.batch_size} "
+        f"({per_epoch:,} per epoch), {'head only' if config.task == 'classify' and config.freeze else 'all weights'}, "
+        f"validation every {interval:,} steps")
+
+    best, stale, step, epoch = -math.inf, 0, 0, 0
+    best_metrics: dict = {}
+    started = time.perf_counter()
+    log_every = max(1, min(interval, total) // 5)
+    with open(out / "log.jsonl", "a", encoding="utf-8") as log_file:
+        while step < total:
+            for batch in task.train_data.batches(config.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
+                loss, norm = stepper.train(batch.inputs, batch.targets, batch.weights)
+                step += 1
+                if not math.isfinite(loss):
+                    raise ConfigError(f"the loss became {loss} at step {step}; lower --lr")
+                if step % log_every == 0:
+                    log_file.write(json.dumps({"step": step, "loss": loss, "grad_norm": norm,
+                                               "learning_rate": float(schedule(step - 1))}) + "\n")
+                if step % interval == 0 or step == total:
+                    metrics = task.validate(stepper)
+                    improved = metrics["val_score"] > best
+                    record = {"step": step, "epoch": round(step / per_epoch, 3), "train_loss": loss, **metrics}
+                    log_file.write(json.dumps({k: v for k, v in record.items() if k != "valid_metrics"}) + "\n")
+                    log_file.flush()
+                    log(f"step {step}: train loss {loss:.4f}, " + task.describe(metrics)
+                        + (" (best)" if improved else ""))
+                    if improved:
+                        best, stale, best_metrics = metrics["val_score"], 0, record
+                        stepper.sync()
+                        save_weights(out, step, task.lm, task.head, {k: v for k, v in record.items()
+                                                                     if k != "valid_metrics"})
+                    else:
+                        stale += 1
+                    if config.early_stopping and stale >= config.early_stopping:
+                        log(f"early stopping: no improvement in {stale} validations")
+                        total = step
+                if step >= total:
+                    break
+            epoch += 1
+    if "valid_metrics" in best_metrics:
+        write_json(out / "valid_metrics.json", best_metrics["valid_metrics"])
+    result = {k: v for k, v in best_metrics.items() if k != "valid_metrics"}
+    result.update(steps=step, seconds=round(time.perf_counter() - started, 1), out=str(out))
+    write_json(out / "results.json", result)
+    return result
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if (out / CONFIG).exists():
+        if not overwrite:
+            raise ConfigError(f"{out} already holds a fine-tuned model; choose another --out or pass --overwrite")
+        read_config(out)  # only ever delete a folder that is a fine-tuned one
+        shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty; choose another --out")
+
+
+def split_off(examples: list, fraction: float, seed: int, what: str) -> tuple[list, list]:
+    """A seeded random ``fraction`` of ``examples`` held out for validation (at least one)."""
+    if fraction <= 0:
+        raise ConfigError("no validation file and valid_fraction is 0: give --valid FILE")
+    if len(examples) < 2:
+        raise DataError(f"{what}: needs at least 2 examples to hold one out for validation")
+    order = np.random.default_rng(seed).permutation(len(examples))
+    held = max(1, int(round(fraction * len(examples))))
+    valid = sorted(order[:held].tolist())
+    keep = sorted(order[held:].tolist())
+    return [examples[i] for i in keep], [examples[i] for i in valid]

@@ -1,0 +1,125 @@
+"""The fine-tuned result: a run-like folder that stands alone.
+
+Layout::
+
+    config.json      task, model config, fine-tuning config, labels or template, base run
+    tokenizer.json   the base run's tokenizer
+    checkpoints/     step-N/model.safetensors (the language model, keyed as in
+                     pre-training checkpoints), step-N/head.safetensors (the
+                     classifier head), step-N/state.json; best.json, last.json
+    log.jsonl        training losses and validations
+    valid_metrics.json, results.json
+
+Only the best checkpoint is kept. It is written under a temporary name and
+renamed into place before the pointers move, and JSON goes through
+:func:`lmlab.io.write_json`, so a crash never leaves a half-written
+checkpoint behind a pointer. Weights are safetensors, everything else JSON:
+loading runs no code. Because the language model is stored as a
+pre-training checkpoint is, :func:`lmlab.runs.load_run` (so ``lmlab generate``
+and ``lmlab eval``) also reads a fine-tuned folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmlab.errors import ConfigError
+from lmlab.io import _fsync_dir, read_json, write_json
+
+CONFIG = "config.json"
+HEAD_FILE = "head.safetensors"
+
+
+def save_weights(folder, step: int, lm, head=None, state: dict | None = None) -> Path:
+    """Write the checkpoint of ``step`` (the language model and optional head) and make it best and last."""
+    from lmlab.training.checkpoint import MODEL_FILE, STATE_FILE, _save_tensors, model_tensors
+
+    checkpoints = Path(folder) / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:06d}"
+    tmp = checkpoints / f"{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _save_tensors(model_tensors(lm), tmp / MODEL_FILE)
+        if head is not None:
+            _save_tensors({"kernel": np.asarray(head.kernel.numpy()), "bias": np.asarray(head.bias.numpy())},
+                          tmp / HEAD_FILE)
+        write_json(tmp / STATE_FILE, {**(state or {}), "step": step})
+        _fsync_dir(tmp)
+        final = checkpoints / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(checkpoints)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer = {"checkpoint": name, "step": step, **{k: v for k, v in (state or {}).items() if k.startswith("val")}}
+    write_json(checkpoints / "best.json", pointer)
+    write_json(checkpoints / "last.json", pointer)
+    for old in checkpoints.glob("step-*"):
+        if old.name != name and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return checkpoints / name
+
+
+@dataclass
+class Finetuned:
+    folder: Path
+    config: dict
+    task: str
+    tokenizer: object
+    lm: object
+    classifier: object | None
+    step: int
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config["classify"]["labels"]
+
+    @property
+    def template(self):
+        from lmlab.tasks.templates import Template
+
+        return Template.from_dict(self.config["generate"]["template"])
+
+
+def read_config(folder) -> dict:
+    folder = Path(folder)
+    if not (folder / CONFIG).exists():
+        raise ConfigError(f"{folder}: not a fine-tuned folder (no {CONFIG})")
+    config = read_json(folder / CONFIG, "fine-tuned config")
+    if config.get("task") not in ("classify", "generate"):
+        raise ConfigError(f"{folder}: not a fine-tuned folder (its {CONFIG} names no task); "
+                          f"fine-tune a run with lmlab finetune first")
+    return config
+
+
+def load_finetuned(folder, which: str = "best") -> Finetuned:
+    """The fine-tuned model of ``folder``: the language model, and for classification its classifier."""
+    from lmlab.runs import load_run
+    from lmlab.training.checkpoint import _load_tensors
+
+    folder = Path(folder)
+    config = read_config(folder)
+    run = load_run(folder, which)
+    classifier = None
+    if config["task"] == "classify":
+        from lmlab.tasks.classifier import SequenceClassifier
+
+        settings = config["finetune"]
+        classifier = SequenceClassifier(run.model, len(config["classify"]["labels"]), settings["pooling"],
+                                        settings["freeze"])
+        tensors = _load_tensors(run.checkpoint / HEAD_FILE)
+        for name, variable in (("kernel", classifier.head.kernel), ("bias", classifier.head.bias)):
+            if name not in tensors or tuple(tensors[name].shape) != tuple(variable.shape):
+                raise ConfigError(f"{run.checkpoint / HEAD_FILE}: {name} missing or of the wrong shape "
+                                  f"(expected {tuple(variable.shape)})")
+            variable.assign(tensors[name].astype(variable.dtype))
+    return Finetuned(folder, config, config["task"], run.tokenizer, run.model, classifier, run.step)

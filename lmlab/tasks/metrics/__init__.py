@@ -1,0 +1,33 @@
+"""Task metrics: classification, ROUGE, BLEU (sacrebleu) and SQuAD EM/F1."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from lmlab.errors import ConfigError
+from lmlab.tasks.metrics.classification import classification_metrics
+from lmlab.tasks.metrics.rouge import corpus_rouge
+from lmlab.tasks.metrics.squad import squad_scores
+
+GENERATION_METRICS = ("rouge", "bleu", "squad")
+
+
+def generation_metrics(names: Sequence[str], predictions: Sequence[str], references: Sequence[Sequence[str]],
+                       lang: str) -> dict:
+    """The named metrics of predictions against their references (percentages)."""
+    unknown = [n for n in names if n not in GENERATION_METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {', '.join(unknown)}: expected {', '.join(GENERATION_METRICS)}")
+    result: dict = {}
+    if "rouge" in names:
+        result.update(corpus_rouge(predictions, references, lang))
+    if "bleu" in names:
+        from lmlab.tasks.metrics.bleu import corpus_bleu
+
+        result.update(corpus_bleu(predictions, references, lang))
+    if "squad" in names:
+        result.update(squad_scores(predictions, references, lang))
+    return result
+
+
+__all__ = ["GENERATION_METRICS", "classification_metrics", "corpus_rouge", "generation_metrics", "squad_scores"]

@@ -1,0 +1,49 @@
+"""``lmlab predict``: labels for new texts, or completions for new inputs, from a fine-tuned folder.
+
+A classifier gives each text its most probable label and every label's
+probability. A generation model fills its template with each text as
+``source`` (a QA model needs ``context`` and ``question``: give a file in any
+format ``finetune`` reads).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from lmlab.errors import ConfigError
+from lmlab.tasks.decoding import DecodeConfig
+from lmlab.tasks.examples import TaskExample
+from lmlab.tasks.folder import load_finetuned
+
+
+def predict(folder, texts: Sequence[str] = (), file=None, decode: DecodeConfig | None = None,
+            max_new_tokens: int | None = None, data_options: dict | None = None, checkpoint: str = "best") -> list[dict]:
+    if not texts and not file:
+        raise ConfigError("nothing to predict: give texts or --file FILE")
+    options = dict(data_options or {})
+    finetuned = load_finetuned(folder, checkpoint)
+    if finetuned.task == "classify":
+        from lmlab.tasks.classify import classify_texts
+        from lmlab.tasks.labelled import read_labelled
+
+        texts = list(texts)
+        if file:
+            texts += [e.text for e in read_labelled(file, options.get("format", "auto"), options.get("text_column"),
+                                                    None, require_labels=False)]
+        probabilities = classify_texts(finetuned, texts)
+        labels = finetuned.labels
+        return [{"text": text, "label": labels[int(row.argmax())],
+                 "probabilities": {label: round(float(p), 6) for label, p in zip(labels, row)}}
+                for text, row in zip(texts, probabilities)]
+    from lmlab.tasks.generate import complete
+
+    examples = [TaskExample({"source": text}, "", ("",), str(i), f"text {i + 1}") for i, text in enumerate(texts)]
+    if file:
+        from lmlab.tasks.pairs import read_task_examples
+
+        settings = finetuned.config["generate"]
+        examples += read_task_examples(file, options.get("format") or settings["format"],
+                                       options.get("swap", settings["swap"]),
+                                       options.get("target_field") or settings["target_field"])
+    outputs, _ = complete(finetuned, examples, decode or DecodeConfig(), max_new_tokens)
+    return [{"input": dict(e.fields), "completion": o} for e, o in zip(examples, outputs)]
