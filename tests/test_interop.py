@@ -258,6 +258,23 @@ def test_half_precision_weights_widen_exactly(tmp_path):
     assert np.array_equal(weights.read("f"), values.numpy())
 
 
+def test_streamed_safetensors_read_back_with_the_library_and_truncation_is_caught(tmp_path):
+    from safetensors.numpy import load_file
+
+    from lmlab.errors import DataError
+    from lmlab.interop.weight_files import SafetensorsFile
+
+    tensors = {"t": np.arange(6, dtype=np.float32).reshape(2, 3).T, "empty": np.zeros((0, 3), np.float32),
+               "scalar": np.float32(3.5), "v": np.linspace(-1, 1, 7, dtype=np.float32)}
+    write_safetensors(tmp_path / "w.safetensors", tensors, {"format": "pt"})
+    back = load_file(str(tmp_path / "w.safetensors"))
+    assert all(np.array_equal(back[k], v) and back[k].shape == np.shape(v) for k, v in tensors.items())
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-8])
+    with pytest.raises(DataError, match="lies outside the file"):
+        SafetensorsFile(tmp_path / "cut.safetensors")
+
+
 class _RunsCodeWhenUnpickled:
     def __init__(self, marker):
         self.marker = marker

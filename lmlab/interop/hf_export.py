@@ -11,10 +11,9 @@ file is written atomically, ``config.json`` last.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
-
-import numpy as np
 
 from lmlab.errors import ConfigError
 from lmlab.interop import hf_config, hf_names, hf_tokenizer
@@ -54,13 +53,14 @@ def export_hf(run, out, checkpoint: str = "best", with_tokenizer: bool = True, o
     else:
         ids = {"bos_token_id": loaded.tokenizer.eos_id, "eos_token_id": loaded.tokenizer.eos_id, "pad_token_id": None}
     hf_json = hf_config.to_hf(arch, config, ids)  # raises for what the format cannot hold
-    weights = {variable_key(w): np.asarray(w.numpy()) for w in loaded.model.weights}  # no dropout seed states
-    tensors = hf_names.to_hf(arch, config, weights)
-    del weights
+    variables = {variable_key(w): w for w in loaded.model.weights}  # weights only: no dropout seed states
+    shapes = {key: tuple(w.shape) for key, w in variables.items()}
+    layout = hf_names.hf_shapes(arch, config, shapes)  # raises before anything is written
     out = check_output_folder(out, overwrite)
     for name in OWN_FILES:  # a stale file of an earlier export must not sit beside the new ones
         (out / name).unlink(missing_ok=True)
-    write_safetensors(out / SINGLE_FILE, tensors, metadata={"format": "pt"})
+    write_safetensors(out / SINGLE_FILE, hf_names.to_hf(arch, config, shapes, lambda key: variables[key].numpy()),
+                      metadata={"format": "pt"}, shapes=layout)
     if with_tokenizer:
         with atomic_open(out / hf_tokenizer.TOKENIZER_FILE, "w", encoding="utf-8") as handle:
             handle.write(backend_json)
@@ -69,10 +69,10 @@ def export_hf(run, out, checkpoint: str = "best", with_tokenizer: bool = True, o
         write_json(out / hf_tokenizer.SPECIAL_TOKENS_MAP, specials)
     write_json(out / "generation_config.json", {**ids, "max_length": config.block_size})
     write_json(out / "config.json", hf_json)
-    summary = {"out": str(out), "architecture": arch.name, "tensors": len(tensors),
-               "parameters": int(sum(t.size for t in tensors.values())), "step": loaded.step,
+    summary = {"out": str(out), "architecture": arch.name, "tensors": len(layout),
+               "parameters": int(sum(math.prod(shape) for shape in layout.values())), "step": loaded.step,
                "tokenizer": loaded.tokenizer.describe() if with_tokenizer else None,
                "seconds": round(time.perf_counter() - started, 2)}
-    log(f"exported {run} (step {loaded.step}) as {arch.name}: {len(tensors)} tensors, "
+    log(f"exported {run} (step {loaded.step}) as {arch.name}: {len(layout)} tensors, "
         f"{summary['parameters']:,} parameters{', ' + summary['tokenizer'] if with_tokenizer else ''} -> {out}")
     return summary

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -181,31 +182,47 @@ def to_lmlab(arch: Architecture, config, tensors, shapes: dict[str, tuple], sour
     return weights
 
 
-def _zeros_like_partner(key: str, weights: dict[str, np.ndarray]) -> np.ndarray:
-    """Zeros for a bias the lmlab model does not have: a Dense bias or a LayerNorm shift."""
-    partner = key.replace("/bias", "/kernel") if key.endswith("/bias") else key.replace("/beta", "/gamma")
-    return np.zeros(weights[partner].shape[-1:], np.float32)
+def _partner(key: str) -> str:
+    """The weight whose last axis sizes a bias: a Dense kernel, or a LayerNorm scale for its shift."""
+    return key.replace("/bias", "/kernel") if key.endswith("/bias") else key.replace("/beta", "/gamma")
 
 
-def to_hf(arch: Architecture, config, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Hugging Face tensors (name → float32 array) from lmlab weights (key → array); every weight used."""
-    tensors: dict[str, np.ndarray] = {}
-    used = set()
+def _export_rules(arch: Architecture, config, shapes: dict[str, tuple]) -> list[tuple[Rule, tuple, tuple]]:
+    """``(rule, hf shape, keys taken from lmlab)`` for each tensor the export writes; every weight used."""
+    plan, used = [], set()
     for rule in expand(arch, config, present_only=not arch.biases_required):
         if rule.when == "untied" and config.tie_embeddings:
             continue
         parts = []
         for key in rule.ours:
-            if key in weights:
-                parts.append(np.asarray(weights[key], np.float32))
+            if key in shapes:
+                parts.append(shapes[key])
                 used.add(key)
-            elif rule.when == "bias" and not config.bias:
-                parts.append(_zeros_like_partner(key, weights))
+            elif rule.when == "bias" and not config.bias:  # the format needs it: zeros are exact
+                parts.append(shapes[_partner(key)][-1:])
             else:
                 raise ConfigError(f"the lmlab model has no weight {key} for {rule.hf}")
-        value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
-        tensors[rule.hf] = np.ascontiguousarray(value.T if rule.transpose else value)
-    unused = sorted(set(weights) - used)
+        hf_shape = tuple(parts[0][:-1]) + (sum(p[-1] for p in parts),)
+        plan.append((rule, tuple(reversed(hf_shape)) if rule.transpose else hf_shape, tuple(parts)))
+    unused = sorted(set(shapes) - used)
     if unused:
         raise ConfigError(f"lmlab weight(s) with no place in a {arch.name}: {', '.join(unused[:5])}")
-    return tensors
+    return plan
+
+
+def hf_shapes(arch: Architecture, config, shapes: dict[str, tuple]) -> dict[str, tuple]:
+    """The export's Hugging Face tensor names and shapes, in file order, from the lmlab weight shapes."""
+    return {rule.hf: hf_shape for rule, hf_shape, _ in _export_rules(arch, config, shapes)}
+
+
+def to_hf(arch: Architecture, config, shapes: dict[str, tuple], read) -> Iterator[tuple[str, np.ndarray]]:
+    """Hugging Face ``(name, float32 array)`` pairs in :func:`hf_shapes` order, one at a time.
+
+    ``read(key)`` gives an lmlab weight's values, so only one tensor is in
+    memory beyond the model while a checkpoint is written.
+    """
+    for rule, _, part_shapes in _export_rules(arch, config, shapes):
+        parts = [np.asarray(read(key), np.float32) if key in shapes else np.zeros(shape, np.float32)
+                 for key, shape in zip(rule.ours, part_shapes)]
+        value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+        yield rule.hf, np.ascontiguousarray(value.T if rule.transpose else value)

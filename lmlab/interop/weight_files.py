@@ -178,15 +178,42 @@ def refuse_pickles(folder: Path) -> None:
         raise ConfigError(f"{folder}: holds {', '.join(others)}; lmlab imports safetensors weights only")
 
 
-def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` (float32 C-contiguous copies) atomically: a temporary file renamed into place."""
-    from safetensors.numpy import save_file
+def write_safetensors(path, tensors, metadata: dict[str, str] | None = None, shapes: dict | None = None) -> None:
+    """Write float32 tensors as a safetensors file, atomically (a temporary file renamed into place).
 
+    ``tensors``: a dict name → array, or, with ``shapes`` (name → shape, in
+    file order), an iterable of ``(name, array)`` pairs in that order, each
+    produced only when its turn comes: the header is written from ``shapes``
+    first, so a checkpoint is written one tensor at a time in little memory.
+    """
+    if shapes is None:
+        shapes = {name: tuple(np.shape(value)) for name, value in tensors.items()}
+        tensors = tensors.items()
+    header, offset = {}, 0
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    for name, shape in shapes.items():
+        size = math.prod(shape) * 4
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as handle:
+        with open(tmp, "wb") as handle:
+            handle.write(struct.pack("<Q", len(encoded)) + encoded)
+            expected = iter(shapes.items())
+            for name, value in tensors:
+                wanted, shape = next(expected, (None, None))
+                value = np.asarray(value, dtype="<f4")
+                value = value if value.flags.c_contiguous else value.copy(order="C")
+                if name != wanted or value.shape != tuple(shape):
+                    raise ValueError(f"tensor {name} {value.shape} does not follow the header ({wanted} {shape})")
+                handle.write(value.reshape(-1).view(np.uint8))
+            if next(expected, None) is not None:
+                raise ValueError(f"{path}: fewer tensors than the header lists")
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as error:
