@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from lmlab.errors import ConfigError
 from lmlab.experiments.spec import Experiment, RunSpec, at, check_model
@@ -106,8 +105,8 @@ def _resolve(experiment: Experiment, run: RunSpec, vocab: int, longest_shard: in
     if scale != 1:
         warmup = min(round(warmup * scale), steps - 1)  # a smoke run keeps the schedule's shape
     if warmup >= steps:
-        raise ConfigError(f"{place}: impossible budget: {budget.describe()} gives {steps:,} optimizer steps, not "
-                          f"more than warmup_steps {warmup}; raise the budget or lower warmup_steps")
+        raise ConfigError(f"{place}: impossible budget: {budget.describe()}{scaled} makes {steps:,} optimizer steps, "
+                          f"not more than warmup_steps {warmup}; raise the budget or lower warmup_steps")
     fields.update(max_steps=steps, warmup_steps=warmup)
     if "eval_interval" not in run.fields:
         fields["eval_interval"] = max(1, math.ceil(steps / budget.evaluations))
@@ -115,6 +114,3 @@ def _resolve(experiment: Experiment, run: RunSpec, vocab: int, longest_shard: in
         config = TrainConfig(**fields)
     return PlannedRun(run, config, parameters, flops_per_token, tokens_per_step)
 
-
-def same_data(folder_a, folder_b) -> bool:
-    return Path(folder_a).resolve() == Path(folder_b).resolve()

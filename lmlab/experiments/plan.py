@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -163,8 +164,9 @@ def plan_budget(train_tokens: int, vocab_size: int, flops: float | None = None, 
         notes.append("the largest shape searched (48 layers) is small for this budget: it sees more tokens per "
                      "parameter than the rule asks")
     elif ratio < 1 / 1.5:
-        notes.append(f"the budget is small even for the smallest shapes (the {vocab_size:,}-entry embedding alone "
-                     f"is {vocab_size * 32:,} weights at width 32): fewer tokens per parameter than the rule asks")
+        notes.append(f"the {'data is' if data_limited else 'budget is'} small even for the smallest shapes (one layer "
+                     f"of width 32 has {min(s.parameters for s in candidates):,} weights): fewer tokens per parameter "
+                     "than the rule asks")
     batch_size = max(1, min(512, round(tokens / (block_size * TARGET_STEPS))))
     if batch_size > 8:
         batch_size = 4 * round(batch_size / 4)
@@ -208,19 +210,19 @@ def measured_throughput(paths) -> Throughput | None:
     if not found:
         return None
     chosen = [f for family, f in found if family == "transformer"] or [f for _, f in found]
-    chosen.sort()
     kind = "Transformer" if any(family == "transformer" for family, _ in found) else "neural"
     where = ", ".join(str(p) for p in paths)
-    return Throughput(chosen[len(chosen) // 2], f"median of {len(chosen)} {kind} run(s) under {where}", len(chosen))
+    return Throughput(statistics.median(chosen), f"median of {len(chosen)} {kind} run(s) under {where}", len(chosen))
 
 
 def _from_results_csv(path: Path) -> list[tuple[str, float]]:
-    """``lmlab compare`` results: tokens/s there is the wall-clock rate, evaluations included."""
+    """``lmlab compare`` results: the training steps' rate (else the wall-clock one, evaluations included)."""
     rows = []
     with open(path, encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             try:
-                rate, per_token = float(row.get("tokens_per_s") or 0), float(row.get("flops_per_token") or 0)
+                rate = float(row.get("train_tokens_per_s") or row.get("tokens_per_s") or 0)
+                per_token = float(row.get("flops_per_token") or 0)
             except ValueError:
                 continue
             if rate > 0 and per_token > 0:

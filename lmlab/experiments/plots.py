@@ -104,7 +104,9 @@ def scaling(records: list[dict], x: str, path: Path, title: str, split: str) -> 
         if high / low < 10:  # show at least a decade, so the log axis has labelled ticks
             middle = (low * high) ** 0.5
             ax.set_xlim(middle / 10 ** 0.5, middle * 10 ** 0.5)
-    ax.set_xlabel("parameters" if x == "parameters" else "training compute (FLOPs = FLOPs per token × tokens seen)")
+    counted = any(r["family"] == "ngram" for r in records)
+    ax.set_xlabel(("parameters (n-gram: its probabilities and back-off weights)" if counted else "parameters")
+                  if x == "parameters" else "training compute (FLOPs = FLOPs per token × tokens seen)")
     ax.set_ylabel(f"{split} bits per byte (lower is better)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

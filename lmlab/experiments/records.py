@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def train_rate(folder) -> float | None:
             continue
         if entry.get("tokens_per_s"):
             rates.append(float(entry["tokens_per_s"]))
-    rates = sorted(rates[1:] or rates)
-    return rates[len(rates) // 2] if rates else None
+    rates = rates[1:] or rates
+    return statistics.median(rates) if rates else None
 
 
 def make_record(experiment: str, planned, folder, trained: dict, evaluation: dict) -> dict:
@@ -82,6 +83,7 @@ def make_record(experiment: str, planned, folder, trained: dict, evaluation: dic
         "flops_per_token": flops_per_token, "steps": int(trained.get("step", 0)),
         "tokens_per_step": planned.tokens_per_step, "tokens_seen": tokens, "training_flops": flops_per_token * tokens,
         "wall_s": wall, "tokens_per_s": tokens / wall if wall > 0 else None,
+        "train_tokens_per_s": train_rate(folder) if neural else None,  # steady training steps alone
         "best_val_loss": _number(trained.get("best_val_loss")), "final_val_loss": _number(trained.get("val_loss")),
         "stopped": trained.get("stopped", "max_steps" if neural else "counted"),
         "eval": {k: evaluation.get(k) for k in ("loss", "perplexity", "bits_per_byte", "tokens", "utf8_bytes",

@@ -16,7 +16,7 @@ from lmlab.experiments.plots import write_plots
 from lmlab.experiments.table import count, duration, flops, group, markdown_table, per_seed_table, write_csv
 from lmlab.io import atomic_open
 
-STILL_FALLING = 0.01  # relative drop of the validation loss over the last evaluation interval
+STILL_FALLING = 0.01  # relative drop of the validation loss over the last quarter of a run's tokens
 
 
 def write_report(out, experiment, records: list[dict], missing: list[str], manifest: dict, scale: float = 1.0) -> Path:
@@ -128,7 +128,7 @@ def _bought(row: dict, train_tokens: int) -> str:
             f"training FLOPs, {count(row['parameters'])} parameters → {row['eval_bits_per_byte']:.4f} bits/byte")
     falling = _still_falling(row)
     if falling is not None:
-        text += (f"; the validation loss was still falling at the end ({falling:.1%} over the last interval): "
+        text += (f"; the validation loss was still falling at the end ({falling:.1%} over the last quarter): "
                  "a larger budget would buy more" if falling > STILL_FALLING else
                  "; the validation loss had levelled off by the end")
     if row.get("stopped") not in (None, "max_steps", "counted"):
@@ -137,11 +137,14 @@ def _bought(row: dict, train_tokens: int) -> str:
 
 
 def _still_falling(row: dict) -> float | None:
+    """Relative drop of the validation loss over the last quarter of the run's tokens."""
     history = row.get("history") or []
     if len(history) < 2:
         return None
-    before, last = history[-2]["val_loss"], history[-1]["val_loss"]
-    return (before - last) / before if before > 0 else None
+    last = history[-1]
+    before = [p for p in history[:-1] if p["tokens"] <= 0.75 * last["tokens"]] or history[:1]
+    start = before[-1]["val_loss"]
+    return (start - last["val_loss"]) / start if start > 0 else None
 
 
 def _seeds(ranked: list[dict], spread: list[dict]) -> list[str]:

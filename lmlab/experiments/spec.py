@@ -269,7 +269,10 @@ def check_model(family_name: str, preset: str, model: dict, vocab_size: int = AN
     if not spec.neural:
         from lmlab.models.ngram.model import NGramConfig
 
-        return NGramConfig(**{k: v for k, v in model.items() if k != "family"}) if model else NGramConfig()
+        options = {k: v for k, v in model.items() if k != "family"}
+        known = [f.name for f in dataclasses.fields(NGramConfig) if f.name != "family"]
+        _known(options, known, "model", "n-gram field(s)")
+        return NGramConfig(**options)
     return registry.model_config(family_name, preset, vocab_size, model)
 
 
@@ -313,11 +316,13 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
         entry = _mapping(entry, place, "a run")
         _known(entry, RUN_KEYS + TRAIN_FIELDS, place, "field(s)")
         fields = {**train, **{k: v for k, v in entry.items() if k in TRAIN_FIELDS}}
-        fields["model"] = {**(train.get("model") or {}), **_mapping(entry.get("model"), f"{place}.model", "model")}
         family_name = fields.get("family", TrainConfig.family)
         with at(f"{place}.family"):
             family_name = registry.family(family_name).name
         fields["family"] = family_name
+        # The train section's model overrides are for the neural families; an n-gram takes only its own.
+        inherited = (train.get("model") or {}) if registry.family(family_name).neural else {}
+        fields["model"] = {**inherited, **_mapping(entry.get("model"), f"{place}.model", "model")}
         run_name = entry.get("name", family_name if not registry.family(family_name).neural
                              else f"{family_name}-{fields.get('preset', TrainConfig.preset)}")
         if not isinstance(run_name, str) or not NAME.match(run_name):
@@ -325,6 +330,8 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
         place = f"{source}: runs[{index}] ({run_name})"
         run_budget = parse_budget(entry.get("budget"), f"{place}.budget", budget)
         seeds = _parse_seeds(entry, place, fields.get("seed", TrainConfig.seed), top_seeds)
+        if not registry.family(family_name).neural:
+            seeds = seeds[:1]  # a count has no randomness: one run stands for every seed
         grid = {**top_grid, **_grid(entry.get("grid"), f"{place}.grid")}
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):

@@ -28,6 +28,7 @@ from lmlab.errors import ConfigError, DataError
 from lmlab.experiments.budget import PlannedRun, resolve_runs
 from lmlab.experiments.records import DONE, TRAINED, make_record
 from lmlab.experiments.spec import Experiment, expand_path, load_experiment
+from lmlab.experiments.table import duration
 from lmlab.io import read_json, write_json
 
 PLAN = "experiment.json"
@@ -63,7 +64,9 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
     if manifest is None:  # a dry run without the data: only what the file alone says
         for run in experiment.runs:
             if run.id in selected:
-                log(f"  {run.id}: {run.family} {run.fields.get('preset', '')} ({run.budget.describe()})")
+                what = (f"{run.family} {run.fields.get('preset', 'shakespeare-char')} ({run.budget.describe()})"
+                        if run.family != "ngram" else "ngram (counted in one pass, no budget)")
+                log(f"  {run.id}: {what}")
         return SweepResult(out, [], sorted(selected), [])
     every = resolve_runs(experiment, manifest, scale)
     planned = [p for p in every if p.id in selected]
@@ -90,8 +93,8 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
         log(f"[{number}/{len(planned)}] {run.id} ({state}): {run.describe()}")
         record = execute(experiment, run, folder, progress, log)
         log(f"[{number}/{len(planned)}] {run.id}: {record['eval']['split']} {record['eval']['bits_per_byte']:.4f} "
-            f"bits/byte, perplexity {record['eval']['perplexity']:.2f}; {_minutes(record['wall_s'])} of training; "
-            f"sweep {_minutes(time.perf_counter() - started)} so far")
+            f"bits/byte, perplexity {record['eval']['perplexity']:.2f}; {duration(record['wall_s'])} of training; "
+            f"sweep {duration(time.perf_counter() - started)} so far")
     records, missing = [], []
     for run in every:
         path = out / RUNS / run.id / DONE
@@ -153,7 +156,9 @@ def _check_existing(run: PlannedRun, folder: Path) -> None:
     if Path(saved.get("data", "")).resolve() != Path(wanted["data"]).resolve():
         differ = ["data"]
     else:
-        differ = sorted(k for k in wanted if k != "data" and saved.get(k) != wanted[k])
+        # An n-gram is counted from its data and model options alone; the training fields do not touch it.
+        fields = [k for k in wanted if k != "data" and (run.neural or k in ("family", "model"))]
+        differ = sorted(k for k in fields if saved.get(k) != wanted[k])
     if differ:
         details = ", ".join(f"{k}: {saved.get(k)!r} on disk, {wanted[k]!r} now" for k in differ)
         raise ConfigError(f"{folder} was made with another config ({details}); keep the file as it was, "
@@ -184,7 +189,3 @@ def _data(experiment: Experiment, dry_run: bool, log) -> dict | None:
         prepare(sources, folder, workers=workers, log=lambda m: log("    " + m), **options)
     return load_manifest(folder)
 
-
-def _minutes(seconds: float) -> str:
-    seconds = float(seconds or 0)
-    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"

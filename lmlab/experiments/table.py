@@ -54,7 +54,8 @@ def std(values) -> float | None:
 
 
 CSV_COLUMNS = ("experiment", "id", "key", "name", "family", "preset", "seed", "grid", "parameters", "flops_per_token",
-               "steps", "tokens_seen", "training_flops", "wall_s", "tokens_per_s", "best_val_loss", "eval_split",
+               "steps", "tokens_seen", "training_flops", "wall_s", "tokens_per_s", "train_tokens_per_s",
+               "best_val_loss", "eval_split",
                "eval_loss", "eval_perplexity", "eval_bits_per_byte", "stopped", "budget")
 
 
