@@ -87,6 +87,8 @@ def read_json(path, what: str = "JSON file"):
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise LmlabError(f"{path}:{error.lineno}: {what} is not valid JSON: {error.msg}") from None
+    except RecursionError:
+        raise LmlabError(f"{path}: {what} is nested too deeply to be read") from None
 
 
 def sha256_file(path, chunk_size: int = 1 << 22) -> str:

@@ -7,6 +7,7 @@ it branches on the family. Modules are imported only when a family is used.
 from __future__ import annotations
 
 import importlib
+import reprlib
 from dataclasses import dataclass
 
 from lmlab.errors import ConfigError
@@ -45,8 +46,11 @@ def model_config(family_name: str, preset_name: str, vocab_size: int, overrides:
     """A family's preset with the tokenizer's vocabulary size and the user's overrides."""
     overrides = dict(overrides or {})
     overrides.setdefault("vocab_size", vocab_size)
-    if overrides["vocab_size"] < vocab_size:
-        raise ConfigError(f"model.vocab_size {overrides['vocab_size']} is smaller than the tokenizer's {vocab_size}")
+    size = overrides["vocab_size"]
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise ConfigError(f"model.vocab_size must be an integer, got {reprlib.repr(size)}")
+    if size < vocab_size:
+        raise ConfigError(f"model.vocab_size {size} is smaller than the tokenizer's {vocab_size}")
     return family(family_name).load().preset(preset_name, **overrides)
 
 

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmlab.errors import ConfigError
-from lmlab.io import read_json
 from lmlab.tokenizers import Tokenizer, load_tokenizer
-from lmlab.training.trainer import RUN_CONFIG
+from lmlab.training.trainer import RUN_CONFIG, read_run_config
 
 
 @dataclass
@@ -31,7 +30,7 @@ def load_run(folder, which: str = "best") -> LoadedRun:
         raise ConfigError(f"checkpoint must be best or last, got {which!r}")
     if not (folder / RUN_CONFIG).exists():
         raise ConfigError(f"{folder}: not a run folder (no {RUN_CONFIG})")
-    config = read_json(folder / RUN_CONFIG, "run config")
+    config = read_run_config(folder)
     if config["model"].get("family") == "ngram":
         from lmlab.training.ngram import MODEL_FOLDER, load_token_ngram
 

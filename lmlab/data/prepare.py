@@ -390,6 +390,7 @@ class Prepare:
             raise ConfigError(f"{self.out} holds data prepared with other options; "
                               "choose another --out or pass --overwrite")
         if same and manifest_path.exists() and not self.overwrite:
+            shutil.rmtree(self.state_dir, ignore_errors=True)  # left if a kill came right after the manifest
             return previous
         if not same or manifest_path.exists():
             # Nothing of ours to resume from: clear what an earlier run left.
@@ -407,6 +408,9 @@ class Prepare:
             self.log(f"{self.out} is already prepared with these options; nothing to do")
             return finished
         state = read_json(self._state_path(), "prepare state") if self._state_path().exists() else None
+        if state is not None and not _usable_state(state):
+            self.log(f"{self._state_path()} is damaged: starting over")
+            state = None
         if not state or state.get("fingerprint") != self.fingerprint:
             state = {"fingerprint": self.fingerprint, "documents_done": 0, "total_documents": None,
                      "tokenizer_sha256": None, "shards": {s: [] for s in SPLITS}, "report": asdict(Report()),
@@ -577,6 +581,22 @@ class Prepare:
             "splits": splits,
             "report": {**asdict(report), "reader_skipped": stats.counts},
         }
+
+
+def _usable_state(state) -> bool:
+    """Whether a resume state has the shape this module writes (damage means starting over)."""
+    if not isinstance(state, dict) or not isinstance(state.get("shards"), dict):
+        return False
+    counts = ("documents_done", "dedup_keys")
+    if any(not isinstance(state.get(k), int) or isinstance(state.get(k), bool) or state[k] < 0 for k in counts):
+        return False
+    shards = [state["shards"].get(split) for split in SPLITS]
+    return (all(isinstance(entries, list) and all(isinstance(e, dict) and isinstance(e.get("file"), str)
+                                                  for e in entries) for entries in shards)
+            and isinstance(state.get("report"), dict) and set(state["report"]) <= set(Report.__dataclass_fields__)
+            and isinstance(state.get("split_counts"), dict)
+            and isinstance(state.get("total_documents"), (int, type(None)))
+            and isinstance(state.get("tokenizer_sha256"), (str, type(None))))
 
 
 class _TrainingTexts:

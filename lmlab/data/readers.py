@@ -31,6 +31,7 @@ import lzma
 import os
 import re
 import xml.etree.ElementTree as ET
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -133,7 +134,7 @@ def _compressed_error(path: Path, raw: _CountingReader, error: Exception, progre
     )
 
 
-_STREAM_ERRORS = (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile)
+_STREAM_ERRORS = (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile, zlib.error)
 
 
 def sniff_format(path: Path) -> str:
@@ -283,13 +284,21 @@ def _field_paragraphs(record, fields: tuple[str, ...], where: str) -> tuple[str,
     return tuple(p for p in paragraphs if p.strip())
 
 
+def _loads(text: str):
+    """``json.loads``; nesting too deep for Python's parser becomes a ValueError, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def read_jsonl(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[RawDocument]:
     source = str(path)
     for number, line in iter_lines(path, options.errors, stats):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = _loads(line)
             if not isinstance(record, dict):
                 raise ValueError(f"a JSON {type(record).__name__}, not an object")
         except (json.JSONDecodeError, ValueError) as error:
@@ -321,9 +330,11 @@ def read_json(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[Ra
         stats.add("files with invalid UTF-8 replaced")
         text = data.decode("utf-8", errors="replace")
     try:
-        records = json.loads(text.lstrip("\ufeff"))
+        records = _loads(text.lstrip("\ufeff"))
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}: malformed JSON: {error.msg}") from None
+    except ValueError as error:
+        raise DataError(f"{path}: malformed JSON: {error}") from None
     if isinstance(records, dict):
         records = [records]
     if not isinstance(records, list):
@@ -384,8 +395,8 @@ def read_mediawiki(path: Path, options: ReadOptions, stats: ReadStats) -> Iterat
                     continue
                 pages += 1
                 fields = {_local(child.tag): child for child in element}
-                title = fields["title"].text if "title" in fields else ""
-                namespace = fields["ns"].text if "ns" in fields else "0"
+                title = (fields["title"].text or "") if "title" in fields else ""
+                namespace = (fields["ns"].text or "") if "ns" in fields else "0"
                 revision = fields.get("revision")
                 text_node = None
                 if revision is not None:

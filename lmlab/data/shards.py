@@ -118,14 +118,48 @@ def load_manifest(folder) -> dict:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{path}: format version {manifest.get('format_version')!r} is not supported "
                         f"(this lmlab reads version {FORMAT_VERSION})")
-    try:
-        np.dtype(manifest["dtype"])
-        for split in manifest["splits"].values():
-            for shard in split["shards"]:
-                int(shard["tokens"]), str(shard["file"]), str(shard["sha256"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{path}: manifest is malformed ({error})") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataError(f"{path}: manifest is malformed: {problem}")
     return manifest
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _plain_name(value) -> bool:
+    return isinstance(value, str) and value not in ("", ".", "..") and Path(value).name == value and "\\" not in value
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What makes a manifest unusable (every field later code relies on), or None."""
+    if manifest.get("dtype") not in ("<u2", "<u4"):
+        return f"dtype {manifest.get('dtype')!r} is not <u2 or <u4"
+    tokenizer = manifest.get("tokenizer")
+    if not isinstance(tokenizer, dict):
+        return "no tokenizer entry"
+    if not _count(tokenizer.get("eos_id")) or not _count(tokenizer.get("vocab_size")):
+        return "the tokenizer entry needs integer eos_id and vocab_size"
+    if not _plain_name(tokenizer.get("file", TOKENIZER)) or not isinstance(tokenizer.get("kind", ""), str):
+        return "the tokenizer entry's file must be a plain file name and its kind a string"
+    if not isinstance(tokenizer.get("sha256"), (str, type(None))) or not isinstance(manifest.get("unit", ""), str):
+        return "the tokenizer checksum and the unit must be strings"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or any(name not in splits for name in SPLITS):
+        return f"splits must map each of {', '.join(SPLITS)} to its entry"
+    for name, split in splits.items():
+        if not isinstance(split, dict) or not isinstance(split.get("shards"), list):
+            return f"split {name!r} has no list of shards"
+        for key in ("tokens", "documents", "units", "utf8_bytes"):
+            if not _count(split.get(key)):
+                return f"split {name!r}: {key} must be an integer >= 0, got {split.get(key)!r}"
+        for shard in split["shards"]:
+            if not isinstance(shard, dict) or not _plain_name(shard.get("file")):
+                return f"split {name!r}: a shard entry lacks a plain file name"
+            if not _count(shard.get("tokens")) or not isinstance(shard.get("sha256"), str):
+                return f"{shard['file']}: a shard needs an integer token count and a sha256 string"
+    return None
 
 
 def check_shard(folder: Path, shard: dict, dtype: np.dtype, checksum: bool = True) -> str | None:

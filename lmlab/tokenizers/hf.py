@@ -31,6 +31,10 @@ def _backend(hf_json: str):
         raise DataError(f"not a valid tokenizer.json: {str(error).splitlines()[0]}") from None
 
 
+def _unusable(what: str, error: Exception) -> DataError:
+    return DataError(f"the tokenizer cannot {what}: {(str(error).splitlines() or [type(error).__name__])[0]}")
+
+
 class HFTokenizer(Tokenizer):
     def __init__(self, hf_json: str, eos_token: str | None = None, kind: str = "hf"):
         self.kind = kind
@@ -88,18 +92,33 @@ class HFTokenizer(Tokenizer):
         unk = getattr(self._backend.model, "unk_token", None)
         return self._backend.token_to_id(unk) if unk else None
 
+    # A tokenizer.json can load and still be unusable (e.g. an unknown token missing from
+    # its vocabulary); the backend then raises a bare Exception on use, reported here.
+
     def encode(self, text: str) -> list[int]:
-        return self._backend.encode(text, add_special_tokens=False).ids
+        try:
+            return self._backend.encode(text, add_special_tokens=False).ids
+        except Exception as error:
+            raise _unusable("encode", error) from None
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        encodings = self._backend.encode_batch_fast(list(texts), add_special_tokens=False)
+        try:
+            encodings = self._backend.encode_batch_fast(list(texts), add_special_tokens=False)
+        except Exception as error:
+            raise _unusable("encode", error) from None
         return [encoding.ids for encoding in encodings]
 
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
-        return self._backend.decode(list(ids), skip_special_tokens=skip_special)
+        try:
+            return self._backend.decode(list(ids), skip_special_tokens=skip_special)
+        except Exception as error:
+            raise _unusable("decode", error) from None
 
     def id_to_token(self, index: int) -> str:
-        return self._backend.id_to_token(index)
+        try:
+            return self._backend.id_to_token(index)
+        except Exception as error:
+            raise _unusable("look up a token", error) from None
 
     def hf_json(self) -> str:
         return self._json

@@ -14,7 +14,9 @@ leaves the previous pointers naming complete checkpoints.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from lmlab.io import _fsync_dir, read_json, write_json
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
+CHECKPOINT_NAME = re.compile(r"step-[0-9]{6,}")
 
 
 def variable_key(variable) -> str:
@@ -35,10 +38,14 @@ def variable_key(variable) -> str:
 
 
 def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
+    try:
+        save_file(tensors, str(tmp))
+    except SafetensorError as error:  # how safetensors reports a failed write (a full disk, no permission)
+        raise OSError(errno.EIO, f"safetensors could not write it ({error})") from None
     with open(tmp, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -112,8 +119,19 @@ def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, best: boo
     return folder / name
 
 
+def _pointed(pointer: Path) -> str | None:
+    """The checkpoint name a pointer file gives, or None when there is no pointer."""
+    if not pointer.exists():
+        return None
+    data = read_json(pointer, "checkpoint pointer")
+    name = data.get("checkpoint") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
+        raise DataError(f"{pointer}: not a checkpoint pointer (expected {{\"checkpoint\": \"step-NNNNNN\"}})")
+    return name
+
+
 def _prune(folder: Path, keep: int) -> None:
-    pinned = {read_json(folder / p).get("checkpoint") for p in ("last.json", "best.json") if (folder / p).exists()}
+    pinned = {_pointed(folder / p) for p in ("last.json", "best.json")}
     steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and ".tmp" not in p.name)
     for old in steps[:-keep]:
         if old.name not in pinned:
@@ -124,17 +142,37 @@ def _prune(folder: Path, keep: int) -> None:
 
 def find_checkpoint(run_dir, which: str = "last") -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / f"{which}.json"
-    if not pointer.exists():
+    name = _pointed(pointer)
+    if name is None:
         return None
-    path = pointer.parent / read_json(pointer, "checkpoint pointer")["checkpoint"]
+    path = pointer.parent / name
     if not (path / STATE_FILE).exists():
         raise DataError(f"{pointer} names {path.name}, which is missing or incomplete")
     return path
 
 
+def _state_problem(state) -> str | None:
+    """What makes a checkpoint's state unusable for resuming, or None."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"step must be an integer >= 0, got {step!r:.40}"
+    for key in ("val_loss", "best_val_loss", "elapsed_s"):
+        if key in state and (not isinstance(state[key], (int, float)) or isinstance(state[key], bool)):
+            return f"{key} must be a number, got {state[key]!r:.40}"
+    for key in ("stale_evals", "skipped_batches"):
+        if key in state and (not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0):
+            return f"{key} must be an integer >= 0, got {state[key]!r:.40}"
+    return None
+
+
 def load_checkpoint(path: Path, model, optimizer=None) -> dict:
     """Restore model (and optimizer) variables from a checkpoint folder; return its state."""
     state = read_json(path / STATE_FILE, "checkpoint state")
+    problem = _state_problem(state)
+    if problem:
+        raise DataError(f"{path / STATE_FILE}: {problem}")
     assign_model(model, _load_tensors(path / MODEL_FILE), path / MODEL_FILE)
     if optimizer is not None:
         tensors = _load_tensors(path / OPTIMIZER_FILE)
@@ -143,6 +181,8 @@ def load_checkpoint(path: Path, model, optimizer=None) -> dict:
             raise ConfigError(f"{path / OPTIMIZER_FILE}: {len(tensors)} optimizer tensors, the optimizer has "
                               f"{len(variables)}; was it saved with other settings?")
         for i, variable in enumerate(variables):
+            if f"{i:05d}" not in tensors:
+                raise DataError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i:05d} is missing")
             value = tensors[f"{i:05d}"]
             if tuple(value.shape) != tuple(variable.shape):
                 raise ConfigError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i} has shape {value.shape}, "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import reprlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,22 +45,26 @@ class TrainConfig:
     seed: int = 1337
     keep_checkpoints: int = 2
     max_seconds: float = 0.0  # wall-clock limit of the training loop; 0: none (stops, checkpoints, says why)
+    skip_bad_batches: bool = False  # a batch with a NaN/inf loss or gradient: skip it (no update) instead of stopping
 
     def __post_init__(self):
+        for name in ("data", "family", "preset", "precision"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {_show(getattr(self, name))}")
         positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "log_interval",
                     "keep_checkpoints")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{name} must be a positive integer, got {_show(value)}")
         for name in ("warmup_steps", "early_stopping", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+                raise ConfigError(f"{name} must be an integer >= 0, got {_show(value)}")
         for name in ("learning_rate", "min_learning_rate", "weight_decay", "grad_clip", "max_seconds"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {_show(value)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.min_learning_rate > self.learning_rate:
@@ -67,7 +73,9 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+                raise ConfigError(f"{name} must be in [0, 1), got {_show(value)}")
+        if not isinstance(self.skip_bad_batches, bool):
+            raise ConfigError(f"skip_bad_batches must be true or false, got {_show(self.skip_bad_batches)}")
         if self.warmup_steps >= self.max_steps:
             raise ConfigError(f"warmup_steps ({self.warmup_steps}) must be less than max_steps ({self.max_steps})")
         if self.precision not in PRECISIONS:
@@ -77,8 +85,8 @@ class TrainConfig:
         family(self.family)  # raises for an unknown family
         if self.family in ALIASES:
             object.__setattr__(self, "family", ALIASES[self.family])
-        if not isinstance(self.model, dict):
-            raise ConfigError(f"model must be a mapping of model fields, got {self.model!r}")
+        if not isinstance(self.model, dict) or not all(isinstance(key, str) for key in self.model):
+            raise ConfigError(f"model must be a mapping of model field names to values, got {_show(self.model)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -88,10 +96,17 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError("a training config must be a mapping of fields")
         known = {f.name for f in dataclasses.fields(cls)}
+        if not all(isinstance(key, str) for key in data):
+            raise ConfigError(f"config field names must be strings, got {_show(list(data))}")
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**data)
+
+
+def _show(value) -> str:
+    """A bounded repr for messages (a YAML alias can make a value's full repr astronomically long)."""
+    return reprlib.repr(value)
 
 
 def _parse_value(text: str):
@@ -119,7 +134,7 @@ def load_config_file(path) -> dict:
             data = yaml.safe_load(text) or {}
     except Exception as error:  # yaml and toml both raise their own error types
         raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
-                          f"{str(error).splitlines()[0]}") from None
+                          f"{(str(error).splitlines() or [type(error).__name__])[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping of fields")
     return data
@@ -129,7 +144,10 @@ def build_config(file=None, overrides=(), **fields) -> TrainConfig:
     """Defaults ← file ← keyword fields ← ``key=value`` overrides."""
     data = load_config_file(file) if file else {}
     data.update({k: v for k, v in fields.items() if v is not None})
-    model = dict(data.get("model") or {})
+    model = data.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"model must be a mapping of model fields, got {_show(model)}")
+    model = dict(model)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -8,6 +8,12 @@ written back to the model by :meth:`Stepper.sync`.
 A step takes ``(A, B, T)`` inputs and targets: ``A`` micro-batches whose
 gradients are averaged before one optimizer update (gradient accumulation),
 and returns the mean loss and the global gradient norm before clipping.
+
+With ``skip_bad=True`` a step whose loss or gradient norm is not finite leaves
+the weights and the optimizer (moments, step counter, hence the learning-rate
+schedule) untouched; the trainer logs it and goes on. ``loss_weight``
+multiplies the loss: always 1 in training, it is how the fault-injection hook
+(:mod:`lmlab.faults`) poisons a batch with NaN or an overflow.
 """
 
 from __future__ import annotations
@@ -26,9 +32,13 @@ def global_norm(tensors):
     return ops.sqrt(sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors))
 
 
+def all_finite(loss, norm):
+    return ops.logical_and(ops.all(ops.isfinite(loss)), ops.all(ops.isfinite(norm)))
+
+
 class Stepper:
-    def __init__(self, model, optimizer=None, grad_accum: int = 1):
-        self.model, self.optimizer, self.grad_accum = model, optimizer, grad_accum
+    def __init__(self, model, optimizer=None, grad_accum: int = 1, skip_bad: bool = False):
+        self.model, self.optimizer, self.grad_accum, self.skip_bad = model, optimizer, grad_accum, skip_bad
         self.backend = keras.backend.backend()
         if self.backend == "tensorflow":
             self._build_tensorflow()
@@ -42,23 +52,30 @@ class Stepper:
     def _build_tensorflow(self):
         import tensorflow as tf
 
-        model, optimizer, accum = self.model, self.optimizer, self.grad_accum
+        model, optimizer, accum, skip_bad = self.model, self.optimizer, self.grad_accum, self.skip_bad
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def train(x, y):
+        def train(x, y, loss_weight):
             variables = model.trainable_variables
             grads = [tf.zeros_like(v) for v in variables]
             total = 0.0
             for i in range(accum):
                 with tf.GradientTape() as tape:
-                    loss = ops.mean(token_loss(y[i], model(x[i], training=True)))
+                    loss = ops.mean(token_loss(y[i], model(x[i], training=True))) * loss_weight
                     scaled = optimizer.scale_loss(loss)
                 for j, g in enumerate(tape.gradient(scaled, variables)):
                     grads[j] += g
                 total += loss
             grads = [g / accum for g in grads]
             norm = global_norm(grads) / optimizer.scale_loss(1.0)
-            optimizer.apply(grads, variables)
+
+            def update():
+                optimizer.apply(grads, variables)
+
+            if skip_bad:
+                ops.cond(all_finite(total, norm), update, lambda: None)
+            else:
+                update()
             return total / accum, norm
 
         @tf.function(jit_compile=True, reduce_retracing=True)
@@ -73,26 +90,34 @@ class Stepper:
     def _build_jax(self):
         import jax
 
-        model, optimizer, accum = self.model, self.optimizer, self.grad_accum
+        model, optimizer, accum, skip_bad = self.model, self.optimizer, self.grad_accum, self.skip_bad
 
-        def loss_fn(trainable, non_trainable, x, y):
+        def loss_fn(trainable, non_trainable, x, y, loss_weight):
             logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-            return ops.mean(token_loss(y, logits)), non_trainable
+            return ops.mean(token_loss(y, logits)) * loss_weight, non_trainable
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
         @jax.jit
-        def train(state, x, y):
+        def train(state, x, y, loss_weight):
             trainable, non_trainable, optimizer_vars = state
             grads = [jax.numpy.zeros_like(v) for v in trainable]
             total = 0.0
             for i in range(accum):
-                (loss, non_trainable), g = grad_fn(trainable, non_trainable, x[i], y[i])
+                (loss, non_trainable), g = grad_fn(trainable, non_trainable, x[i], y[i], loss_weight)
                 grads = [a + b for a, b in zip(grads, g)]
                 total += loss
             grads = [g / accum for g in grads]
             norm = global_norm(grads)
-            trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
+
+            def update():
+                return optimizer.stateless_apply(optimizer_vars, grads, trainable)
+
+            if skip_bad:
+                trainable, optimizer_vars = jax.lax.cond(all_finite(total, norm), update,
+                                                         lambda: (trainable, optimizer_vars))
+            else:
+                trainable, optimizer_vars = update()
             return (trainable, non_trainable, optimizer_vars), total / accum, norm
 
         @jax.jit
@@ -113,12 +138,13 @@ class Stepper:
 
     # ---------------------------------------------------------- API
 
-    def train(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def train(self, x: np.ndarray, y: np.ndarray, loss_weight: float = 1.0) -> tuple[float, float]:
         """One optimizer step on ``(A, B, T)`` arrays; returns (loss, gradient norm)."""
+        weight = np.float32(loss_weight)  # an array, not a Python float: one compiled step for every value
         if self.backend == "tensorflow":
-            loss, norm = self._train(x, y)
+            loss, norm = self._train(x, y, weight)
         else:
-            self._state, loss, norm = self._jax_train(self._jax_state(), x, y)
+            self._state, loss, norm = self._jax_train(self._jax_state(), x, y, weight)
         return float(loss), float(norm)
 
     def evaluate(self, x, y, mask) -> tuple[float, float]:

@@ -17,6 +17,7 @@ resumed logs the same losses as one never interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,16 +31,30 @@ from lmlab import registry
 from lmlab.data.loader import RandomWindows
 from lmlab.data.shards import load_manifest, open_split
 from lmlab.errors import ConfigError, LmlabError
+from lmlab.faults import poisoned_steps
 from lmlab.io import read_json, write_json
 from lmlab.progress import progress_bar
 from lmlab.tokenizers import load_tokenizer
 from lmlab.training.config import TrainConfig
 
 RUN_CONFIG = "config.json"
+MAX_BAD_BATCHES_IN_A_ROW = 10  # with skip_bad_batches: this many in a row means the model itself diverged
 
 
 class TrainingDiverged(LmlabError):
     """The loss became NaN or infinite."""
+
+
+def read_run_config(run_dir) -> dict:
+    """A run folder's ``config.json``, checked to hold the ``train`` and ``model`` sections."""
+    path = Path(run_dir) / RUN_CONFIG
+    saved = read_json(path, "run config")
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), dict) for k in ("train", "model")):
+        raise ConfigError(f"{path}: not an lmlab run config (no train and model sections)")
+    family_name = saved["model"].get("family", "transformer")
+    if not isinstance(family_name, str):
+        raise ConfigError(f"{path}: model family must be a string, got {family_name!r:.40}")
+    return saved
 
 
 def build_optimizer(config: TrainConfig, model):
@@ -69,8 +84,10 @@ class Trainer:
         if resume:
             if not (self.run_dir / RUN_CONFIG).exists():
                 raise ConfigError(f"{self.run_dir}: no run to resume here (no {RUN_CONFIG})")
-            saved = read_json(self.run_dir / RUN_CONFIG, "run config")
-            config = TrainConfig.from_dict(saved["train"])
+            saved_config = TrainConfig.from_dict(read_run_config(self.run_dir)["train"])
+            if config.skip_bad_batches:  # the one setting a resume may add (to get past a bad batch)
+                saved_config = dataclasses.replace(saved_config, skip_bad_batches=True)
+            config = saved_config
         elif (self.run_dir / RUN_CONFIG).exists():
             raise ConfigError(f"{self.run_dir} already holds a run; resume it with --resume or choose another --out")
         if not config.data:
@@ -96,7 +113,7 @@ class Trainer:
         self.optimizer, self.schedule = build_optimizer(config, self.model)
         from lmlab.training.steps import Stepper
 
-        self.stepper = Stepper(self.model, self.optimizer, config.grad_accum)
+        self.stepper = Stepper(self.model, self.optimizer, config.grad_accum, skip_bad=config.skip_bad_batches)
         block = self.model_config.block_size
         self.batches = RandomWindows(self.train_split, block, config.batch_size * config.grad_accum, config.seed)
         self.valid_batches = RandomWindows(self.valid_split or self.train_split, block, config.batch_size,
@@ -129,12 +146,14 @@ class Trainer:
         config = self.config
         self._setup()
         step, best, stale, elapsed = 0, math.inf, 0, 0.0
+        skipped, bad_in_a_row, poison = 0, 0, poisoned_steps()  # bad batches skipped; the fault-injection hook
         if self.resume:
             checkpoint = find_checkpoint(self.run_dir, "last")
             if checkpoint is not None:
                 state = load_checkpoint(checkpoint, self.model, self.optimizer)
                 self.stepper.reload()
                 step, best, stale = state["step"], state.get("best_val_loss", math.inf), state.get("stale_evals", 0)
+                skipped = state.get("skipped_batches", 0)
                 elapsed = state.get("elapsed_s", 0.0)  # loop time before the checkpoint (max_seconds, history)
                 self.log(f"resumed {self.run_dir} at step {step}")
         self.log(f"model: {_describe(self.model_config)}, {self.model.num_parameters():,} parameters, "
@@ -152,25 +171,39 @@ class Trainer:
         try:
             while step < config.max_steps and not (config.max_seconds and elapsed >= config.max_seconds):
                 x, y = self.batches.batch(step)
-                loss, norm = self.stepper.train(x.reshape(accum, -1, block), y.reshape(accum, -1, block))
+                loss, norm = self.stepper.train(x.reshape(accum, -1, block), y.reshape(accum, -1, block),
+                                                poison.get(step + 1, 1.0))
                 step += 1
                 if kill_after and step >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
-                if not math.isfinite(loss):
+                good = math.isfinite(loss) and math.isfinite(norm)
+                bad_in_a_row = 0 if good else bad_in_a_row + 1
+                if not good and (not config.skip_bad_batches or bad_in_a_row >= MAX_BAD_BATCHES_IN_A_ROW):
                     last = find_checkpoint(self.run_dir, "last")
                     where = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
-                    raise TrainingDiverged(f"the loss became {loss} at step {step}; {where}. "
-                                           "Lower learning_rate or raise warmup_steps, then resume or restart")
+                    cause = f"{bad_in_a_row} batches in a row were bad: the model itself diverged. " \
+                        if config.skip_bad_batches else ""
+                    advice = "" if config.skip_bad_batches else "; or resume with --skip-bad-batches to skip them"
+                    raise TrainingDiverged(f"the loss became {loss} (gradient norm {norm}) at step {step}; {where}. "
+                                           f"{cause}Lower learning_rate or raise warmup_steps, then resume or restart"
+                                           f"{advice}")
+                if not good:  # skipped inside the compiled step: no update; counted, logged, not in the loss log
+                    skipped += 1
+                    log_file.write(json.dumps({"step": step, "skipped_batch": True,
+                                               "reason": f"loss {loss}, gradient norm {norm}"}) + "\n")
+                    log_file.flush()
+                    self.log(f"step {step}: skipped a bad batch (loss {loss}, gradient norm {norm}); "
+                             "the weights were not updated")
                 bar.update(1)
                 elapsed = time.perf_counter() - clock
                 timed_out = bool(config.max_seconds) and elapsed >= config.max_seconds
                 position = {"tokens": step * tokens_per_step, "elapsed_s": elapsed}  # log only, not TensorBoard
-                if step % config.log_interval == 0 or step == config.max_steps or timed_out:
+                if good and (step % config.log_interval == 0 or step == config.max_steps or timed_out):
                     now = time.perf_counter()
                     rate = (step - last_step) * tokens_per_step / max(now - last_time, 1e-9)
                     last_time, last_step = now, step
                     record = {"step": step, "loss": loss, "perplexity": math.exp(min(loss, 50)),
-                              "learning_rate": float(self.schedule(step - 1)), "grad_norm": norm,
+                              "learning_rate": float(self.schedule(step - 1 - skipped)), "grad_norm": norm,
                               "tokens_per_s": rate}
                     writer.scalars(step, record)
                     log_file.write(json.dumps(record | position) + "\n")
@@ -178,6 +211,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
                 if step % config.eval_interval == 0 or step == config.max_steps or timed_out:
                     val_loss = self.validation_loss()
+                    if not math.isfinite(val_loss):  # never checkpoint broken weights over good ones
+                        raise TrainingDiverged(f"the validation loss became {val_loss} at step {step}; the last "
+                                               f"good checkpoint is {find_checkpoint(self.run_dir, 'last')}")
                     improved = val_loss < best
                     best, stale = (val_loss, 0) if improved else (best, stale + 1)
                     record = {"step": step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50)),
@@ -190,9 +226,11 @@ class Trainer:
                     self.stepper.sync()
                     save_checkpoint(self.run_dir, step, self.model, self.optimizer,
                                     {"val_loss": val_loss, "best_val_loss": best, "stale_evals": stale,
-                                     "elapsed_s": elapsed, "data": self.batches.state() | {"step": step}},
+                                     "elapsed_s": elapsed, "skipped_batches": skipped,
+                                     "data": self.batches.state() | {"step": step}},
                                     best=improved, keep=config.keep_checkpoints)
-                    result = {"step": step, "train_loss": loss, "val_loss": val_loss, "best_val_loss": best}
+                    result = {"step": step, "train_loss": loss if good else None, "val_loss": val_loss,
+                              "best_val_loss": best}
                     if config.early_stopping and stale >= config.early_stopping:
                         self.log(f"early stopping: no improvement in {stale} evaluations")
                         stopped = "early_stopping"
@@ -230,7 +268,7 @@ def _describe(model_config) -> str:
 def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = False, log=print) -> dict:
     """Python API for ``lmlab train``; returns the final metrics."""
     if resume and (Path(run_dir) / RUN_CONFIG).exists():
-        saved = read_json(Path(run_dir) / RUN_CONFIG, "run config")
+        saved = read_run_config(run_dir)
         if not registry.family(saved["model"].get("family", "transformer")).neural:
             raise ConfigError(f"{run_dir} is an n-gram run, counted in one pass: there is nothing to resume")
     if not registry.family(config.family).neural:

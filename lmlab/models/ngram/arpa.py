@@ -431,13 +431,12 @@ def _read(lines: _Lines) -> ArpaNGrams:
     while line is not None and not line.startswith("\\"):
         text = line.strip()
         if text:
-            head, _, value = text.partition("=")
-            parts = head.split()
-            if len(parts) != 2 or parts[0] != "ngram" or not parts[1].isdigit() or not value.strip().isdigit():
+            count = _NGRAM_COUNT.fullmatch(text)
+            if count is None:
                 raise lines.error(f"expected 'ngram N=count', found {text[:60]!r}")
-            if int(parts[1]) != len(declared) + 1:
+            if int(count.group(1)) != len(declared) + 1:
                 raise lines.error(f"expected the count of {len(declared) + 1}-grams, found {text[:60]!r}")
-            declared.append(int(value))
+            declared.append(int(count.group(2)))
         line = lines.next()
     if not declared:
         raise lines.error("the \\data\\ section declares no n-gram counts")
@@ -480,6 +479,7 @@ def _parse_float(text: str, lines: _Lines, number: int, what: str) -> float:
     return value
 
 
+_NGRAM_COUNT = re.compile(r"ngram\s+([0-9]+)\s*=\s*([0-9]+)", re.ASCII)  # ASCII digits: int() takes no others
 _ARPA_SPACE = re.compile("[ \t\r\f\v]+")
 _NOT_ASCII_SPACE = re.compile("[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 _IS_SPACE = np.zeros(256, bool)
@@ -547,11 +547,11 @@ def _read_section(lines: _Lines, k: int, expected: int, words: list, index: dict
                 raise ValueError
         except ValueError:
             for offset, line in enumerate(block):
-                row = _ARPA_SPACE.split(line.strip())
+                row = _ARPA_SPACE.split(line.strip(" \t\r\f\v"))  # ASCII spaces only, as _split_fields
                 _parse_float(row[0], lines, first + offset, "log10 probability")
                 if len(row) == k + 2:
                     _parse_float(row[k + 1], lines, first + offset, "log10 backoff")
-            raise AssertionError("unreachable")  # pragma: no cover
+            raise lines.error(f"a number in this block of {k}-grams cannot be read", first)
         rows = block
         if k == 1:
             for offset, word in enumerate(word_text[0]):

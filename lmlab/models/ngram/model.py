@@ -370,8 +370,8 @@ class NGramLM:
                 batch, size = [], 0
         if tokens == 0:
             raise DataError("no sentences to compute a perplexity on")
-        excluding = 10.0 ** (-(total - oov_total) / (tokens - oov)) if tokens > oov else float("nan")
-        return {"perplexity": 10.0 ** (-total / tokens), "perplexity_excluding_oov": excluding, "oov": oov,
+        excluding = _power_of_ten(-(total - oov_total) / (tokens - oov)) if tokens > oov else float("nan")
+        return {"perplexity": _power_of_ten(-total / tokens), "perplexity_excluding_oov": excluding, "oov": oov,
                 "tokens": tokens, "sentences": count, "log10_total": total}
 
     # -- generation ------------------------------------------------------------
@@ -482,6 +482,14 @@ class NGramLM:
             raise DataError(f"{path}: order {order} is above the highest order lmlab supports ({MAX_ORDER})")
         words, keys, probs, backoffs = arpa.tables_from_ngrams(listed, path)
         return cls(NGramConfig(order=order), words, keys, probs, backoffs, {"source": str(path)})
+
+
+def _power_of_ten(exponent: float) -> float:
+    """10 ** exponent, infinite past float range (a model read from an ARPA file may give -1e30 log10)."""
+    try:
+        return 10.0 ** exponent
+    except OverflowError:
+        return math.inf
 
 
 _SAFETENSORS_DTYPES = {np.dtype(np.int64): "I64", np.dtype(np.float32): "F32"}
