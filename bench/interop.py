@@ -22,6 +22,7 @@ original ones. Prints one JSON line at the end.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -46,13 +47,13 @@ def rss_mb() -> float:
 def phase(name: str, source: str, target: str) -> dict:
     """Run one phase in this process (started fresh for it) and measure it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The frameworks are imported before the baseline is read: their own footprint is not the phase's.
     if name == "transformers_load":
-        import torch  # noqa: F401  (imported before the baseline is read)
+        importlib.import_module("torch")
         from transformers import AutoModelForCausalLM
     else:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
-
+        importlib.import_module("tensorflow")
+        importlib.import_module("keras")
         from lmlab.interop import export_hf, export_savedmodel, import_hf
     baseline = rss_mb()
     started = time.perf_counter()

@@ -67,7 +67,7 @@ def export_hf(run, out, checkpoint: str = "best", with_tokenizer: bool = True, o
         write_json(out / hf_tokenizer.TOKENIZER_CONFIG,
                    hf_tokenizer.tokenizer_config(specials, config.block_size, imported))
         write_json(out / hf_tokenizer.SPECIAL_TOKENS_MAP, specials)
-    write_json(out / "generation_config.json", {**ids, "max_length": config.block_size})
+    write_json(out / "generation_config.json", ids)
     write_json(out / "config.json", hf_json)
     summary = {"out": str(out), "architecture": arch.name, "tensors": len(layout),
                "parameters": int(sum(math.prod(shape) for shape in layout.values())), "step": loaded.step,
