@@ -132,6 +132,24 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(exported, served):
     assert out["top_1"][0] == out["greedy"][0]
 
 
+def test_other_neural_families_export_through_their_public_call(tmp_path):
+    import tensorflow as tf
+
+    from lmlab import registry
+    from lmlab.generation import generate_uncached
+    from lmlab.interop import export_savedmodel
+    from lmlab.training.config import TrainConfig
+
+    tokenizer = train_tokenizer("char", [TEXT])
+    model = registry.build_model(registry.model_config("gated_cnn", "debug", tokenizer.vocab_size), seed=5)
+    write_run(tmp_path / "run", model, tokenizer, TrainConfig(family="gated_cnn", preset="debug"), None)
+    export_savedmodel(tmp_path / "run", tmp_path / "sm", log=lambda m: None)
+    served = tf.saved_model.load(str(tmp_path / "sm"))
+    out = served.signatures["generate"](token_ids=tf.constant([[3, 4, 5]]), max_new_tokens=tf.constant(6),
+                                        temperature=tf.constant(0.0), top_k=tf.constant(0), seed=tf.constant(0))
+    assert out["new_token_ids"].numpy()[0].tolist() == generate_uncached(model, [3, 4, 5], 6)
+
+
 def test_export_folder_describes_itself_and_keeps_the_tokenizer(exported, cli):
     from tokenizers import Tokenizer
 
