@@ -72,9 +72,11 @@ def _resolve(experiment: Experiment, run: RunSpec, vocab: int, longest_shard: in
     fields = {**run.fields, "data": str(experiment.data)}
     from lmlab import registry
 
-    if not registry.family(run.family).neural:
+    if not registry.family(run.family).neural:  # counted: only the data and its own options matter
         with at(place):
-            return PlannedRun(run, TrainConfig(**fields), 0, 0, 0)
+            config = TrainConfig(data=fields["data"], family=run.family, model=fields.get("model") or {},
+                                 seed=run.seed)
+        return PlannedRun(run, config, 0, 0, 0)
     with at(f"{place}.model"):
         model = check_model(run.family, fields.get("preset", TrainConfig.preset), fields.get("model") or {}, vocab)
     module = registry.family(run.family).load()

@@ -71,7 +71,7 @@ def curves(records: list[dict], x: str, path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if labelled:
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 
