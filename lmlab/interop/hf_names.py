@@ -172,7 +172,7 @@ def to_lmlab(arch: Architecture, config, tensors, shapes: dict[str, tuple], sour
                               "says tie_word_embeddings")
         used.add(HEAD)
     buffers = [re.compile(pattern) for pattern in arch.buffers]
-    unused = sorted(n for n in names if n not in used and not any(b.fullmatch(n) for b in buffers))
+    unused = sorted(names[n] for n in names if n not in used and not any(b.fullmatch(n) for b in buffers))
     if unused:
         raise ConfigError(f"{source}: {len(unused)} tensor(s) a {arch.name} with this config.json does not have: "
                           f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")

@@ -12,6 +12,7 @@ interrupted write leaves no folder that looks like a run.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from lmlab.errors import ConfigError
@@ -33,13 +34,24 @@ def write_run(out, model, tokenizer, train_config, data: dict | None, optimizer=
     from lmlab.training.checkpoint import save_checkpoint
 
     out = check_new_run_folder(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, 0, model, optimizer, {"source": (extra or {}).get("imported_from", {}).get("format", "")},
-                    best=True, keep=train_config.keep_checkpoints)
-    tokenizer.save(out / "tokenizer.json")
-    write_json(out / RUN_CONFIG, {
-        "train": train_config.to_dict(), "model": model.config.to_dict(), "data": data,
-        "parameters": int(model.num_parameters()), "flops_per_token": int(model.flops_per_token()),
-        **(extra or {}),
-    })
+    try:
+        save_checkpoint(out, 0, model, optimizer, {"source": (extra or {}).get("imported_from", {}).get("format", "")},
+                        best=True, keep=train_config.keep_checkpoints)
+        tokenizer.save(out / "tokenizer.json")
+        write_json(out / RUN_CONFIG, {
+            "train": train_config.to_dict(), "model": model.config.to_dict(), "data": data,
+            "parameters": int(model.num_parameters()), "flops_per_token": int(model.flops_per_token()),
+            **(extra or {}),
+        })
+    except BaseException:  # leave no half-written run behind: the folder was new or empty
+        for path in out.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if created:
+            out.rmdir()
+        raise
     return out
