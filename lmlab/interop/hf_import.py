@@ -78,10 +78,6 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
     ``settings``: ``key=value`` strings as ``lmlab train --set`` takes them.
     ``tokenizer``: a tokenizer file to use when the folder has no ``tokenizer.json``.
     """
-    import keras
-
-    from lmlab import registry
-
     started = time.perf_counter()
     folder = Path(folder)
     if not folder.is_dir():
@@ -90,10 +86,10 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
     if not (folder / "config.json").exists():
         refuse_pickles(folder)
         raise ConfigError(f"{folder}: no config.json; not a Hugging Face checkpoint folder")
-    source = str(folder / "config.json")
-    arch, source_config = hf_config.from_hf(read_json(folder / "config.json", "Hugging Face config"), source)
+    hf = read_json(folder / "config.json", "Hugging Face config")
+    arch, source_config = hf_config.from_hf(hf, str(folder / "config.json"))
     CheckpointTensors.open(folder).close()  # refuses pickles and unreadable weights before anything else
-    tok, tokenizer_config = load_hf_tokenizer(folder, read_json(folder / "config.json"), tokenizer)
+    tok, tokenizer_config = load_hf_tokenizer(folder, hf, tokenizer)
     if tok.vocab_size > source_config.vocab_size:
         raise ConfigError(f"{folder}: the tokenizer has {tok.vocab_size:,} tokens, the model only "
                           f"{source_config.vocab_size:,}")
@@ -104,19 +100,23 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
     data_ref = None
     if data:
         tok, data_ref = _data_reference(data, tok)
+    import keras  # TensorFlow loads here, once the folder has passed the checks above
+
+    from lmlab import registry
+
+    from lmlab.training.checkpoint import variable_key
+
     tensors = CheckpointTensors.open(folder)
     try:
         keras.config.set_dtype_policy("float32" if train_config.precision == "float32" else train_config.precision)
         model = registry.build_model(model_config, seed=train_config.seed)
-        weights = hf_names.to_lmlab(arch, source_config, tensors, _weight_shapes(model, source_config),
-                                    str(folder))
-        dtypes = sorted(tensors.dtypes())
-    finally:
-        tensors.close()
-    try:
-        from lmlab.training.checkpoint import variable_key
-
-        if "position_embedding/embeddings" in weights:
+        try:
+            weights = hf_names.to_lmlab(arch, source_config, tensors, _weight_shapes(model, source_config),
+                                        str(folder))
+            dtypes = sorted(tensors.dtypes())
+        finally:
+            tensors.close()
+        if "position_embedding/embeddings" in weights:  # GPT-2 given a smaller block: its first positions
             weights["position_embedding/embeddings"] = weights["position_embedding/embeddings"][:model_config.block_size]
         for weight in model.weights:
             weight.assign(weights.pop(variable_key(weight)))
