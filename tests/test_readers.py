@@ -240,6 +240,11 @@ def test_hf_local_files_and_saved_dataset(tmp_path):
     table.save_to_disk(str(tmp_path / "saved"))
     docs, _ = read(f"hf:{tmp_path / 'saved'}")
     assert [d.body for d in docs] == [("first doc",), ("second doc",)]
+    docs, _ = read(f"hf:{tmp_path / 'saved'}/*.arrow")  # the Arrow files save_to_disk wrote, read as files
+    assert [d.body for d in docs] == [("first doc",), ("second doc",)]
+    table.to_csv(str(tmp_path / "rows.csv"), index=False)
+    docs, _ = read(f"hf:{tmp_path / 'rows.csv'}")
+    assert [d.body for d in docs] == [("first doc",), ("second doc",)]
     (tmp_path / "rows.jsonl").write_text(json.dumps({"body": "json doc"}) + "\n", encoding="utf-8")
     docs, _ = read(f"hf:{tmp_path / 'rows.jsonl'}", fields=("body",))
     assert [d.body for d in docs] == [("json doc",)]
