@@ -36,7 +36,7 @@ def make_base_run(folder, family="transformer", block_size=16, seed=0):
     from lmlab.training.config import TrainConfig
 
     tokenizer = WordTokenizer(VOCAB)
-    config = registry.model_config(family, "debug", tokenizer.vocab_size, {"block_size": block_size})
+    config = registry.model_config(family, "debug", tokenizer.vocab_size, {"block_size": block_size, "n_layer": 1})
     model = registry.build_model(config, seed=seed)
     folder.mkdir(parents=True)
     tokenizer.save(folder / "tokenizer.json")
@@ -136,6 +136,7 @@ def test_fine_tuned_folder_loads_as_a_language_model_run(classifier):
 
     out, _ = classifier
     finetuned, run = load_finetuned(out), load_run(out)
+    assert load_finetuned(out) is finetuned  # loaded once while the checkpoint is unchanged
     ids = np.array([[2, 3, 4]], np.int32)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(run.model(ids)),
                                keras.ops.convert_to_numpy(finetuned.lm(ids)), atol=1e-6)
@@ -335,3 +336,58 @@ def test_greedy_decoding_matches_lmlab_generation(work):
     assert ours == generate_ids(model, [prompt], 8, SamplerConfig(temperature=0.0))[0]
     with pytest.raises(ConfigError, match="do not fit the context of 16"):
         decode(model, prompt, 13, DecodeConfig("greedy"), eos_id=None)
+
+
+JAX_SCRIPT = """
+import keras
+import numpy as np
+assert keras.backend.backend() == "jax"
+from lmlab.tasks.beam import beam_search
+from lmlab.tasks.decoding import StepDecoder
+from lmlab.tasks.steps import TaskStepper
+from lmlab.training.config import TrainConfig
+from lmlab.training.trainer import build_optimizer
+from tests.test_tasks_finetune import BigramLM, brute_force_best
+
+
+class Bag(keras.Model):  # (ids, lengths) -> class logits, like SequenceClassifier
+    def __init__(self):
+        super().__init__()
+        self.embedding = keras.layers.Embedding(10, 8)
+        self.head = keras.layers.Dense(2)
+
+    def call(self, ids, lengths, training=None):
+        mask = keras.ops.cast(keras.ops.arange(ids.shape[1])[None, :] < lengths[:, None], "float32")
+        return self.head(keras.ops.einsum("bt,btd->bd", mask, self.embedding(ids)))
+
+
+model = Bag()
+ids = np.random.default_rng(0).integers(1, 10, size=(16, 4)).astype("int32")
+labels = (ids[:, 0] > 5).astype("int32")
+model(ids, np.full(16, 4, "int32"))
+optimizer, _ = build_optimizer(TrainConfig(max_steps=40, warmup_steps=0, learning_rate=0.05), model)
+stepper = TaskStepper(model, optimizer)
+inputs = (ids, np.full(16, 1, "int32"))  # only the first token counts: the label is a function of it
+first = stepper.train(inputs, labels, np.ones(16, "float32"))[0]
+for _ in range(39):
+    last = stepper.train(inputs, labels, np.ones(16, "float32"))[0]
+total, count, logits = stepper.evaluate(inputs, labels, np.ones(16, "float32"))
+assert last < first / 4 and logits.shape == (16, 2) and (logits.argmax(1) == labels).all(), (first, last)
+table = np.random.default_rng(4).normal(0, 2, size=(4, 4))
+assert beam_search(StepDecoder(BigramLM(table)), [2, 1], 3, 16, 0, 1.0) == brute_force_best(table, 1, 3, 0, 1.0)
+print("jax ok")
+"""
+
+
+def test_task_steps_and_beam_search_on_the_jax_backend():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("jax")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(repo)}
+    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=600,
+                            cwd=repo)
+    assert "jax ok" in result.stdout, result.stderr[-3000:]

@@ -59,13 +59,13 @@ class ClassifyTask:
         self.original_examples = len(train_examples)
         if c.augment:
             train_examples, train_ids = self._augment(train_examples, train_ids)
-        texts, self.cut = encode_texts(self.tokenizer, [e.text for e in train_examples], self.block_size)
-        valid_texts, valid_cut = encode_texts(self.tokenizer, [e.text for e in valid_examples], self.block_size)
+        length = min(c.max_length or self.block_size, self.block_size)
+        texts, self.cut = encode_texts(self.tokenizer, [e.text for e in train_examples], length)
+        valid_texts, valid_cut = encode_texts(self.tokenizer, [e.text for e in valid_examples], length)
         if self.cut or valid_cut:
-            self.log(f"note: {self.cut + valid_cut:,} texts are longer than the context of {self.block_size} "
-                     f"tokens; their beginnings are used")
-        self.train_data = ClassificationData(texts, train_ids, [self.weights[i] for i in train_ids], self.block_size)
-        self.valid_data = ClassificationData(valid_texts, valid_ids, [1.0] * len(valid_ids), self.block_size)
+            self.log(f"note: {self.cut + valid_cut:,} texts are longer than {length} tokens; their beginnings are used")
+        self.train_data = ClassificationData(texts, train_ids, [self.weights[i] for i in train_ids], length)
+        self.valid_data = ClassificationData(valid_texts, valid_ids, [1.0] * len(valid_ids), length)
 
     def _augment(self, examples, ids):
         from lmlab.tasks.augment import Augmenter, augment_examples, corpus_vocabulary, parse_operations, synonym_sources
@@ -128,6 +128,7 @@ def classify_texts(finetuned, texts: Sequence[str], batch_size: int = 32) -> np.
     from lmlab.tasks.steps import TaskStepper
 
     block = finetuned.lm.config.block_size
+    block = min(finetuned.config["finetune"].get("max_length") or block, block)
     encoded, _ = encode_texts(finetuned.tokenizer, list(texts), block)
     data = ClassificationData(encoded, [0] * len(encoded), [1.0] * len(encoded), block)
     stepper = finetuned.__dict__.get("_stepper") or TaskStepper(finetuned.classifier)

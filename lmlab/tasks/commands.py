@@ -49,6 +49,7 @@ def cmd_finetune(args) -> int:
         raise ConfigError("--augment applies to classification data (--task classify)")
     config = FinetuneConfig(
         task=args.task, pooling=args.pooling, freeze=args.freeze, class_weights=args.class_weights,
+        max_length=args.max_length,
         template=args.template, truncate_source=args.truncate_source, max_new_tokens=args.max_new_tokens,
         augment=args.augment or "", augment_copies=args.augment_copies, valid_fraction=args.valid_fraction,
         lang=args.lang, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
@@ -169,6 +170,8 @@ def add_commands(commands) -> None:
     g.add_argument("--pooling", default="last", help="last (the end token's state, default) or mean")
     g.add_argument("--freeze", action="store_true", help="train the head only, the language model stays fixed")
     g.add_argument("--class-weights", default="none", help="none (default), balanced, or weights like 1,3")
+    g.add_argument("--max-length", type=int, default=0,
+                   help="tokens per text, the end token included (default: the model's context)")
     g.add_argument("--augment", help="augment the training texts, e.g. sr=0.1,ri=0.1,rs=0.1,rd=0.1 (see lmlab augment)")
     g.add_argument("--augment-copies", type=int, default=4, help="new versions per training text (default 4)")
     g = p.add_argument_group("generation")

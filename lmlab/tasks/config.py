@@ -27,6 +27,7 @@ class FinetuneConfig:
     pooling: str = "last"
     freeze: bool = False  # train only the head
     class_weights: str = "none"  # none | balanced (n / (k * count)) | comma-separated weights in label order
+    max_length: int = 0  # tokens per text, end token included (longer texts keep their start); 0: the context
     # generation
     template: str = "summarize"  # summarize | qa | translate | a template file
     truncate_source: bool = False  # cut an over-long source to fit instead of stopping
@@ -57,7 +58,7 @@ class FinetuneConfig:
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("batch_size", "augment_copies"):
             _integer(self, name, 1)
-        for name in ("max_steps", "max_new_tokens", "eval_interval", "early_stopping", "seed"):
+        for name in ("max_steps", "max_new_tokens", "max_length", "eval_interval", "early_stopping", "seed"):
             _integer(self, name, 0)
         for name in ("learning_rate", "epochs"):
             if not _number(getattr(self, name)) or getattr(self, name) <= 0:

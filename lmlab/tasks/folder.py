@@ -101,12 +101,36 @@ def read_config(folder) -> dict:
     return config
 
 
+# The last few loads, so that predicting again from the same folder (in a loop, or several
+# commands in one process) reuses the built model and its compiled steps instead of redoing both.
+_LOADED: dict = {}
+CACHED_LOADS = 2
+
+
 def load_finetuned(folder, which: str = "best") -> Finetuned:
-    """The fine-tuned model of ``folder``: the language model, and for classification its classifier."""
+    """The fine-tuned model of ``folder``: the language model, and for classification its classifier.
+
+    A folder loaded before is returned from memory while its checkpoint pointer is unchanged.
+    """
+    folder = Path(folder)
+    pointer = folder / "checkpoints" / f"{which}.json"
+    stamp = (pointer.stat().st_mtime_ns, pointer.read_bytes()) if pointer.exists() else None
+    key = (str(folder.resolve()), which)
+    if stamp is not None and key in _LOADED and _LOADED[key][0] == stamp:
+        return _LOADED[key][1]
+    finetuned = _load(folder, which)
+    if stamp is not None:
+        _LOADED.pop(key, None)
+        _LOADED[key] = (stamp, finetuned)
+        while len(_LOADED) > CACHED_LOADS:
+            _LOADED.pop(next(iter(_LOADED)))
+    return finetuned
+
+
+def _load(folder: Path, which: str) -> Finetuned:
     from lmlab.runs import load_run
     from lmlab.training.checkpoint import _load_tensors
 
-    folder = Path(folder)
     config = read_config(folder)
     run = load_run(folder, which)
     classifier = None
@@ -116,6 +140,7 @@ def load_finetuned(folder, which: str = "best") -> Finetuned:
         settings = config["finetune"]
         classifier = SequenceClassifier(run.model, len(config["classify"]["labels"]), settings["pooling"],
                                         settings["freeze"])
+        classifier(np.zeros((1, 1), np.int32), np.ones(1, np.int32))  # built, as Keras's stateless calls need
         tensors = _load_tensors(run.checkpoint / HEAD_FILE)
         for name, variable in (("kernel", classifier.head.kernel), ("bias", classifier.head.bias)):
             if name not in tensors or tuple(tensors[name].shape) != tuple(variable.shape):
