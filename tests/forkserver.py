@@ -4,9 +4,9 @@ Importing TensorFlow or JAX takes several seconds here, more than a tiny
 training run itself; the kill tests start dozens of runs. So this process
 imports lmlab, Keras and its backend once (creating no device state, so a fork
 is safe) and forks a child for each command it is sent; the child runs
-``lmlab.cli.main(args)`` exactly as ``python -m lmlab`` would, and the test
-SIGKILLs it whenever it likes. With the JAX backend and a persistent compilation
-cache, a child skips compilation too.
+``lmlab.cli.main(args)`` as ``python -m lmlab`` would (on JAX, without the
+TensorBoard writer), and the test SIGKILLs it whenever it likes. With a
+persistent compilation cache, a child skips compilation too.
 
 Protocol, one JSON object per line: ``{"run": [args], "env": {...}, "output": PATH}``
 answers ``{"pid": PID}``; ``{"wait": PID}`` answers ``{"code": EXIT_CODE}`` (-9 when killed).
@@ -14,6 +14,7 @@ answers ``{"pid": PID}``; ``{"wait": PID}`` answers ``{"code": EXIT_CODE}`` (-9 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
@@ -53,8 +54,10 @@ def serve() -> None:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    # Keras, TensorFlow (the trainer's TensorBoard writer) and what a child runs: imported, not started.
-    for module in ("keras", "tensorflow", "lmlab.cli", "lmlab.models.transformer", "lmlab.training.trainer"):
+    # Keras and what a child runs: imported, not started. TensorFlow is kept out (its import alone takes
+    # seconds): the trainer's optional TensorBoard writer is then off, as when TensorFlow is not installed.
+    sys.modules["tensorflow"] = None
+    for module in ("keras", "lmlab.cli", "lmlab.models.transformer", "lmlab.training.trainer"):
         importlib.import_module(module)
 
     print(json.dumps({"ready": os.getpid()}), flush=True)
@@ -73,6 +76,16 @@ def serve() -> None:
 
 class ForkServer:
     """The test side: start the server, run commands in children, wait for them."""
+
+    _shared: "ForkServer | None" = None
+
+    @classmethod
+    def shared(cls, jax_cache: Path) -> "ForkServer":
+        """One server for the whole test session (closed when Python exits)."""
+        if cls._shared is None:
+            cls._shared = cls(jax_cache)
+            atexit.register(cls._shared.close)
+        return cls._shared
 
     def __init__(self, jax_cache: Path):
         env = {**os.environ, "KERAS_BACKEND": "jax", "LMLAB_TEST_JAX_CACHE": str(jax_cache),
@@ -103,6 +116,8 @@ class ForkServer:
         return self.wait(self.start(args, output, env))
 
     def close(self) -> None:
+        if self.process.poll() is not None:
+            return
         self.process.kill()  # it holds nothing worth a clean exit, and Python's exit with TF and JAX is slow
         self.process.wait()
         self.process.stdin.close()

@@ -172,7 +172,7 @@ def test_readers_on_mutated_real_samples(samples, tmp_path):
         (tmp_path / name).write_bytes(data)
         assert outcome(read_everything, tmp_path / name, options) == "parsed", name
     results: dict[str, dict[str, int]] = {}
-    for _ in range(cases(1800)):
+    for _ in range(cases(1200)):
         name = rng.choice(list(samples))
         data, options = samples[name]
         path = tmp_path / name
@@ -224,7 +224,7 @@ JSON_VALUES = st.recursive(
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=20)
 FIELDS = st.sampled_from(["text", "paragraphs", "title", "0", "1"])
-FUZZ = settings(max_examples=cases(60), deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=cases(40), deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -270,6 +270,19 @@ def test_gigaword_reader(tmp_path_factory, lines):
     (folder / "news.sgml").write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
     with bounded("hypothesis gigaword"):
         outcome(read_everything, folder / "news.sgml", {"format": "gigaword", "doc_types": ("all",)})
+
+
+def test_pathological_wikitext_takes_bounded_time():
+    """Thousands of unclosed tags, comments or links made mwparserfromhell quadratic (24,000: minutes)."""
+    import time
+
+    from lmlab.data.wikimarkup import wikitext_to_paragraphs
+
+    for opener in ("<ref>", "[http://example.org ", "<div>a\n", "<!--", "<ref>a [http://x b <div>\n"):
+        start = time.perf_counter()
+        with bounded("pathological wikitext"):
+            wikitext_to_paragraphs(opener * 24_000 + "\n\nThe end.", "T")
+        assert time.perf_counter() - start < 5, opener
 
 
 # ---------------------------------------------------------------- tokenizer files
@@ -361,7 +374,7 @@ def use_config(path: Path) -> None:
 def test_config_files_mutated(tmp_path):
     rng = random.Random(f"{SEED}-config")
     outcomes = {"parsed": 0, "refused": 0}
-    for i in range(cases(700)):
+    for i in range(cases(400)):
         suffix, source = (".yaml", YAML_CONFIG) if i % 2 else (".toml", TOML_CONFIG)
         data = bytearray(source)
         for _ in range(rng.randint(1, 3)):
@@ -375,7 +388,7 @@ def test_config_files_mutated(tmp_path):
         with bounded(f"config {suffix}"):
             outcomes[outcome(use_config, path)] += 1
     assert outcomes["parsed"] > 0 and outcomes["refused"] > 0
-    report("config files, mutated", cases=cases(700), outcomes=outcomes)
+    report("config files, mutated", cases=cases(400), outcomes=outcomes)
 
 
 def test_model_vocab_size_must_be_an_integer():

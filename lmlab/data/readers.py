@@ -265,7 +265,7 @@ def _field_paragraphs(record, fields: tuple[str, ...], where: str) -> tuple[str,
     for name in fields:
         if isinstance(record, dict):
             if name not in record:
-                known = ", ".join(map(str, list(record)[:12]))
+                known = ", ".join(k if k.isprintable() else repr(k) for k in map(str, list(record)[:12]))
                 raise DataError(f"{where}: no field {name!r} (fields: {known}); choose one with --field")
             value = record[name]
         else:

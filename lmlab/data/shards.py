@@ -129,7 +129,8 @@ def _count(value) -> bool:
 
 
 def _plain_name(value) -> bool:
-    return isinstance(value, str) and value not in ("", ".", "..") and Path(value).name == value and "\\" not in value
+    return (isinstance(value, str) and value not in ("", ".", "..") and Path(value).name == value
+            and "\\" not in value and value.isprintable())
 
 
 def _manifest_problem(manifest: dict) -> str | None:
