@@ -23,7 +23,7 @@ class LoadedRun:
 def load_run(folder, which: str = "best") -> LoadedRun:
     """The model of a run at its ``best`` (default) or ``last`` checkpoint, with its tokenizer."""
     from lmlab import registry
-    from lmlab.training.checkpoint import find_checkpoint, load_checkpoint
+    from lmlab.training.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint
 
     folder = Path(folder)
     if which not in ("best", "last"):
@@ -39,6 +39,8 @@ def load_run(folder, which: str = "best") -> LoadedRun:
     checkpoint = find_checkpoint(folder, which) or find_checkpoint(folder, "last")
     if checkpoint is None:
         raise ConfigError(f"{folder}: the run has no checkpoint yet")
-    model = registry.build_model(registry.config_from_dict(config["model"]))
-    state = load_checkpoint(checkpoint, model)
+    model_config = registry.config_from_dict(config["model"])
+    read = read_checkpoint(checkpoint)  # before building the model: a damaged file fails in a moment
+    model = registry.build_model(model_config)
+    state = load_checkpoint(checkpoint, model, read=read)
     return LoadedRun(folder, config, model, load_tokenizer(folder / "tokenizer.json"), checkpoint, state["step"])

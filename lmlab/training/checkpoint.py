@@ -167,13 +167,22 @@ def _state_problem(state) -> str | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer=None) -> dict:
-    """Restore model (and optimizer) variables from a checkpoint folder; return its state."""
+def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A checkpoint's state and model tensors, checked, with no model needed (so a bad file fails fast)."""
     state = read_json(path / STATE_FILE, "checkpoint state")
     problem = _state_problem(state)
     if problem:
         raise DataError(f"{path / STATE_FILE}: {problem}")
-    assign_model(model, _load_tensors(path / MODEL_FILE), path / MODEL_FILE)
+    return state, _load_tensors(path / MODEL_FILE)
+
+
+def load_checkpoint(path: Path, model, optimizer=None, read: tuple | None = None) -> dict:
+    """Restore model (and optimizer) variables from a checkpoint folder; return its state.
+
+    ``read``: what :func:`read_checkpoint` already returned for this folder.
+    """
+    state, tensors = read or read_checkpoint(path)
+    assign_model(model, tensors, path / MODEL_FILE)
     if optimizer is not None:
         tensors = _load_tensors(path / OPTIMIZER_FILE)
         variables = optimizer.variables
