@@ -85,7 +85,7 @@ def check_interrupted_prepare(out: Path, reference: Path) -> str:
     temporaries = list(out.glob("*.tmp")) + list(out.glob(".prepare/*.tmp"))
     state_path = out / ".prepare" / "state.json"
     if not state_path.exists():
-        return "temporary file open" if temporaries else "before the first checkpoint"
+        return "during a write" if temporaries else "before the first checkpoint"
     state = json.loads(state_path.read_text())  # written atomically: always whole
     kept = [entry for entries in state["shards"].values() for entry in entries]
     for entry in kept:  # shards a resume keeps: whole, as recorded, and the reference's bytes
@@ -93,8 +93,8 @@ def check_interrupted_prepare(out: Path, reference: Path) -> str:
         assert sha256_file(out / entry["file"]) == entry["sha256"]
         assert data == (reference / entry["file"]).read_bytes(), entry["file"]
     if temporaries:
-        return "temporary file open"
-    return "sharding" if kept else "tokenizer"
+        return "during a write"
+    return "shards kept" if kept else "before the first shard"
 
 
 @pytest.mark.parametrize("tokenizer,workers", [("char", 1), ("bpe", 1)] + ([("word", 2)] if SOAK else []))
@@ -424,7 +424,8 @@ def test_prepare_write_failure_is_clean_and_resumable(corpus, prepared_reference
     monkeypatch.undo()
     assert code == 1 and err.startswith("lmlab: error: cannot write ") and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert check_interrupted_prepare(out, prepared_reference) in ("sharding", "tokenizer", "before the first checkpoint")
+    assert check_interrupted_prepare(out, prepared_reference) in ("shards kept", "before the first shard",
+                                                                         "before the first checkpoint")
     assert not list(out.glob("*.tmp")) and not list(out.glob(".prepare/*.tmp"))  # nothing half-written left
     code, _, err = cli(*args)
     assert code == 0, err

@@ -111,9 +111,10 @@ def test_run_loading_refuses_malicious_files_end_to_end(tmp_path, marker, payloa
     # A run config whose model section tries to name code is refused field by field.
     (run / "config.json").write_text(json.dumps({"train": {}, "model": {
         **model, "__class__": "builtins.open", "activation": {"class_name": "Lambda", "config": {"function": "x"}}}}))
-    from lmlab.runs import load_run
-
-    assert_refused(lambda: load_run(run, "last"), marker, "unknown TransformerConfig keys: __class__, activation")
+    assert server.run(["generate", run, "--checkpoint", "last"], tmp_path / "out.txt") == 1
+    out = (tmp_path / "out.txt").read_text()
+    assert out.startswith("lmlab: error: unknown TransformerConfig keys: __class__, activation"), out
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------- tokenizers
