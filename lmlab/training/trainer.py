@@ -221,8 +221,8 @@ class Trainer:
                     writer.scalars(step, record)
                     log_file.write(json.dumps(record | position) + "\n")
                     log_file.flush()
-                    self.log(f"step {step}: train loss {loss:.4f}, val loss {val_loss:.4f}"
-                             f"{' (best)' if improved else ''}")
+                    train_part = f"train loss {loss:.4f}" if good else "train batch skipped"
+                    self.log(f"step {step}: {train_part}, val loss {val_loss:.4f}{' (best)' if improved else ''}")
                     self.stepper.sync()
                     save_checkpoint(self.run_dir, step, self.model, self.optimizer,
                                     {"val_loss": val_loss, "best_val_loss": best, "stale_evals": stale,
