@@ -160,6 +160,10 @@ def test_classification_errors(work, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written for bad input
     with pytest.raises(ConfigError, match="already holds a fine-tuned model"):
         finetune(work["base"], work["root"] / "classifier", work["train"], None, config, log=lambda m: None)
+    with pytest.raises(DataError, match="unknown label 'maybe'"):  # --overwrite with bad data: the old model stays
+        finetune(work["base"], work["root"] / "classifier", work["train"], bad, config, overwrite=True,
+                 log=lambda m: None)
+    assert (work["root"] / "classifier" / "checkpoints" / "best.json").exists()
     with pytest.raises(ConfigError, match="pooling must be one of last, mean"):
         FinetuneConfig(pooling="max")
 

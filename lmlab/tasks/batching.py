@@ -1,6 +1,6 @@
 """Encoded examples and the padded batches training and evaluation read.
 
-Shapes are kept few, because every new shape is a new compilation: batches
+Shapes are kept few, because a new shape is traced (and under JAX compiled) anew: batches
 always have ``batch_size`` rows (missing rows are padding with weight 0) and
 their length is rounded up to a power of two (at least 8, at most the block
 size). Training batches group examples of similar length: a shuffled chunk

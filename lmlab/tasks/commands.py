@@ -90,7 +90,7 @@ def cmd_evaluate_task(args) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
-    shown = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in ("checkpoint",)}
+    shown = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k != "step"}
     print(f"{result['test']} ({result['task']}): "
           + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
     print(f"metrics written to {result['metrics_file']}")

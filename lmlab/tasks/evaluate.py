@@ -37,7 +37,7 @@ def evaluate_task(folder, test, task: str | None = None, decode: DecodeConfig | 
     else:
         result, rows = _generation(finetuned, test, options, limit, decode or DecodeConfig(), max_new_tokens, metrics,
                                    progress)
-    result = {"task": finetuned.task, "model": str(folder), "checkpoint": finetuned.step, "test": str(test),
+    result = {"task": finetuned.task, "model": str(folder), "step": finetuned.step, "test": str(test),
               **result, "seconds": round(time.perf_counter() - started, 1)}
     out = Path(out) if out else Path(folder) / f"metrics-{Path(test).name.split('.')[0]}.json"
     write_json(out, result)

@@ -68,6 +68,8 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     stepper = TaskStepper(model, optimizer, return_outputs=config.task == "classify")
     interval = config.eval_interval or per_epoch
 
+    if overwrite and (out / CONFIG).exists():
+        shutil.rmtree(out)  # only now that the data has been read: bad input leaves the old model in place
     out.mkdir(parents=True, exist_ok=True)
     base.tokenizer.save(out / "tokenizer.json")
     write_json(out / CONFIG, {
@@ -131,8 +133,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if (out / CONFIG).exists():
         if not overwrite:
             raise ConfigError(f"{out} already holds a fine-tuned model; choose another --out or pass --overwrite")
-        read_config(out)  # only ever delete a folder that is a fine-tuned one
-        shutil.rmtree(out)
+        read_config(out)  # only ever replace a folder that is a fine-tuned one
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; choose another --out")
 
