@@ -136,7 +136,7 @@ def lmlab_generator(shape: dict, prompt: list[int], new_tokens: int, inter_op: i
     tf_setup(inter_op)
     import numpy as np
 
-    from lmlab.generation import CHUNK, _decoder, _seed, generate_ids
+    from lmlab.generation import CHUNK, _decoder, _seed, cache_length, generate_ids
     from lmlab.models.transformer import build_transformer, preset
     from lmlab.samplers import SamplerConfig
 
@@ -148,9 +148,12 @@ def lmlab_generator(shape: dict, prompt: list[int], new_tokens: int, inter_op: i
         return generate_ids(model, [prompt], new_tokens, sampler=sampler)[0]
 
     def step_ms():
-        """Per token of the compiled decoding loop: one call making CHUNK tokens at mid-cache, over CHUNK."""
+        """Per token of the compiled decoding loop: one call making CHUNK tokens at mid-cache, over CHUNK.
+
+        The cache has the length ``generate`` gives it (prompt + new tokens, rounded up)."""
         decoder = _decoder(model, sampler)
-        token, cache = decoder.prefill(np.array([prompt], dtype=np.int32), model.init_cache(1, BLOCK), 0, _seed(0, 0))
+        cache = model.init_cache(1, cache_length(BLOCK, len(prompt) + new_tokens))
+        token, cache = decoder.prefill(np.array([prompt], dtype=np.int32), cache, 0, _seed(0, 0))
         index, finished = len(prompt) + new_tokens // 2, np.zeros(1, dtype=bool)
         return median_call_ms(lambda: decoder.decode(token, cache, index, 0, 1, CHUNK, None, finished)) / CHUNK
 

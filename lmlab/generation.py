@@ -2,7 +2,10 @@
 
 The prompt is run through the model once (prefill) to fill the cache; each
 new token then costs one step over a single position. Both are compiled
-functions with static shapes (the cache has ``block_size`` slots); the
+functions with static shapes; the cache has as many slots as the
+generation needs, rounded up to a multiple of :data:`CACHE_STEP` (so few
+shapes are compiled) and at most ``block_size``: decoding reads every slot,
+so a short generation should not pay for a long context. The
 Python loop around the step streams tokens out as they come. When a
 sequence would outgrow the context, the cache is rebuilt from the last half
 context of tokens (as nanoGPT crops its input). Prompts of different lengths
@@ -22,6 +25,12 @@ from lmlab.samplers import SamplerConfig, sample_next
 
 
 CHUNK = 32  # tokens per compiled decoding call: streaming granularity vs. host round trips
+CACHE_STEP = 64  # cache lengths are multiples of this (each length is one compiled shape)
+
+
+def cache_length(block_size: int, needed: int) -> int:
+    """Slots for ``needed`` positions: rounded up to a multiple of :data:`CACHE_STEP`, at most ``block_size``."""
+    return min(block_size, -(-needed // CACHE_STEP) * CACHE_STEP)
 
 
 class Decoder:
@@ -144,9 +153,11 @@ def _generate_group(decoder: Decoder, batch: list[list[int]], max_new_tokens: in
 
     def prefill(step):
         context = np.array([h[-(block // 2 if len(h) >= block else block):] for h in history])  # (B, t)
-        cache = decoder.model.init_cache(len(batch), block)
+        # Room for the context and every token still to come (the last one is never fed back).
+        slots = cache_length(block, context.shape[1] + max_new_tokens - step)
+        cache = decoder.model.init_cache(len(batch), slots)
         ids, cache = decoder.prefill(context, cache, 0, _seed(seed, step))
-        return ids, cache, context.shape[1]
+        return ids, cache, context.shape[1], slots
 
     def take(tokens: np.ndarray) -> None:  # (B, n) new tokens, in order
         for column in tokens.T.tolist():
@@ -162,16 +173,16 @@ def _generate_group(decoder: Decoder, batch: list[list[int]], max_new_tokens: in
 
     if max_new_tokens == 0:
         return new
-    ids, cache, index = prefill(0)
+    ids, cache, index, slots = prefill(0)
     take(ids[:, None])
     made = 1
     while made < max_new_tokens and not finished.all():
-        if index >= block:  # the cache is full: rebuild it from the recent context
-            ids, cache, index = prefill(made)
+        if index >= slots:  # the cache is full (only when it spans the whole context): rebuild it
+            ids, cache, index, slots = prefill(made)
             take(ids[:, None])
             made += 1
             continue
-        count = min(decoder.chunk, max_new_tokens - made, block - index)
+        count = min(decoder.chunk, max_new_tokens - made, slots - index)
         tokens, cache = decoder.decode(ids, cache, index, seed, made, count, eos_id, finished)
         take(tokens)
         made += tokens.shape[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmlab.generation import CHUNK, _decoder, _seed, generate_ids
+from lmlab.generation import CACHE_STEP, CHUNK, _decoder, _seed, cache_length, generate_ids
 from lmlab.models.transformer import build_transformer, preset
 from lmlab.samplers import SamplerConfig
 
@@ -25,7 +25,8 @@ def model():
 
 
 def one_token_at_a_time(model, prompts, max_new_tokens, sampler, seed, eos_id=None):
-    """The reference: one compiled single-token call per token, driven from Python."""
+    """The reference: one compiled single-token call per token, driven from Python, with a full-context cache."""
+    BLOCK = model.config.block_size
     decoder = _decoder(model, sampler)
     history = [list(p) for p in prompts]
     new = [[] for _ in prompts]
@@ -79,3 +80,14 @@ def test_rows_that_finish_all_stop_early(model):
     first = generate_ids(model, prompt, 1, SamplerConfig(temperature=0))[0][0]
     assert generate_ids(model, prompt, 50, SamplerConfig(temperature=0), eos_id=first) == [[first]]
     assert generate_ids(model, prompt, 0, SamplerConfig(temperature=0)) == [[]]
+
+
+def test_short_generations_use_a_short_cache_with_the_same_tokens():
+    long_context = build_transformer(preset("debug", vocab_size=VOCAB, block_size=4 * CACHE_STEP), seed=5)
+    assert cache_length(4 * CACHE_STEP, 3 + 40) == CACHE_STEP
+    assert cache_length(4 * CACHE_STEP, 2 * CACHE_STEP + 1) == 3 * CACHE_STEP
+    assert cache_length(4 * CACHE_STEP, 10 * CACHE_STEP) == 4 * CACHE_STEP
+    prompts = [[1, 2, 3], [4, 5, 6]]
+    for sampler in (SamplerConfig(temperature=0), SAMPLING):
+        assert generate_ids(long_context, prompts, 40, sampler, seed=2) == \
+            one_token_at_a_time(long_context, prompts, 40, sampler, seed=2)
