@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,18 @@ def test_runs_on_disk_must_match_the_file(reference, sweep_file, tmp_path):
     changed.write_text(sweep_file.read_text().replace("learning_rate: 3e-3", "learning_rate: 2e-3"))
     with pytest.raises(ConfigError, match="s1337 was made with another config.*learning_rate: 0.003 on disk"):
         run_experiment(changed, reference[0], log=lambda m: None)
+
+
+def test_fields_added_since_a_run_was_made_count_as_their_defaults(reference, sweep_file, tmp_path):
+    out = tmp_path / "older"
+    shutil.copytree(reference[0], out)
+    path = out / "runs" / "gpt-s1337" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["train"]["skip_bad_batches"]  # as written by an lmlab that had no such field
+    path.write_text(json.dumps(saved))
+    lines = []
+    run_experiment(sweep_file, out, log=lines.append)
+    assert sum("(done, skipped)" in line for line in lines) == 2
 
 
 SHIPPED = REPO / "experiments"

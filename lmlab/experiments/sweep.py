@@ -151,8 +151,10 @@ def _check_existing(run: PlannedRun, folder: Path) -> None:
     path = folder / "config.json"
     if not path.exists():
         return
-    saved = read_json(path, "run config").get("train", {})
     wanted = run.config.to_dict()
+    # A field lmlab gained after the run was made counts as its default (what the run used).
+    defaults = {f.name: f.default for f in dataclasses.fields(run.config) if f.default is not dataclasses.MISSING}
+    saved = {k: v for k, v in defaults.items() if k in wanted} | read_json(path, "run config").get("train", {})
     if Path(saved.get("data", "")).resolve() != Path(wanted["data"]).resolve():
         differ = ["data"]
     else:
