@@ -14,6 +14,7 @@ import numbers
 from typing import Any, Mapping
 
 import keras
+from keras import ops
 
 from lmlab.errors import ConfigError
 
@@ -54,6 +55,48 @@ class ModelConfig:
         changes = {name: None for name in getattr(self, "_auto", ()) if name not in overrides}
         changes.update(overrides)
         return dataclasses.replace(self, **changes)
+
+
+class Seeds:
+    """Hands out seeds ``seed, seed + 1, ...`` in construction order (all ``None`` without a seed)."""
+
+    def __init__(self, seed: int | None):
+        self.seed, self.count = seed, 0
+
+    def __call__(self) -> int | None:
+        if self.seed is None:
+            return None
+        self.count += 1
+        return self.seed + self.count - 1
+
+
+def check_cache_length(max_length) -> None:
+    """For caches that do not grow with the length: ``max_length`` must still be valid if given."""
+    if max_length is not None and (not isinstance(max_length, numbers.Integral) or max_length < 1):
+        raise ConfigError(f"cache max_length must be a positive integer: max_length={max_length!r}")
+
+
+class OutputHead:
+    """The output layer the RNN and gated CNN share: the tied input embedding (or an untied
+    ``lm_head``) plus a per-word bias. Expects ``token_embedding``, ``lm_head`` (or ``None``)
+    and ``output_bias`` on the model."""
+
+    def _logits(self, x):
+        """Float32 logits ``(B, T, V)`` from hidden states ``(B, T, d)``."""
+        if self.lm_head is None:
+            table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
+            logits = ops.einsum("btd,vd->btv", x, table)  # no transposed copy of the table
+        else:
+            logits = self.lm_head(x)  # (B, T, V)
+        logits = logits + ops.cast(self.output_bias, logits.dtype)
+        return ops.cast(logits, "float32")
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Number of weights; ``non_embedding=True`` leaves out an untied input embedding (lookup only)."""
+        total = sum(math.prod(w.shape) for w in self.weights)
+        if non_embedding and self.lm_head is not None:
+            total -= math.prod(self.token_embedding.embeddings.shape)
+        return int(total)
 
 
 class LanguageModel:

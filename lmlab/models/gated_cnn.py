@@ -40,7 +40,6 @@ Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -49,7 +48,7 @@ import keras
 from keras import ops
 
 from lmlab.errors import ConfigError
-from lmlab.models.base import LanguageModel, ModelConfig, is_number
+from lmlab.models.base import LanguageModel, ModelConfig, OutputHead, Seeds, check_cache_length, is_number
 from lmlab.layers.normalization import RMSNorm
 
 NORMS = ("layernorm", "rmsnorm", "none")
@@ -188,19 +187,6 @@ def estimate_flops_per_token(config: GatedCNNConfig, seq_len: int | None = None,
 # ---------------------------------------------------------------------------
 
 
-class _Seeds:
-    """Hands out seeds ``seed, seed + 1, ...`` in construction order (all ``None`` without a seed)."""
-
-    def __init__(self, seed: int | None):
-        self.seed, self.count = seed, 0
-
-    def __call__(self) -> int | None:
-        if self.seed is None:
-            return None
-        self.count += 1
-        return self.seed + self.count - 1
-
-
 def _norm(config: GatedCNNConfig, name: str, dtype):
     if config.norm == "layernorm":
         return keras.layers.LayerNormalization(epsilon=config.norm_eps, dtype=dtype, name=name)
@@ -225,7 +211,7 @@ class GatedConvBlock(keras.layers.Layer):
             config = GatedCNNConfig.from_dict(config)
         self.config = config
         self.seed = seed
-        seeds = _Seeds(seed)
+        seeds = Seeds(seed)
         dtype = self.dtype_policy
         self.norm = _norm(config, "norm", dtype)
         self.conv = keras.layers.Conv1D(
@@ -257,7 +243,7 @@ class GatedConvBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="lmlab")
-class GatedCNNLM(LanguageModel, keras.Model):
+class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
     """A gated convolutional language model: int32 ``(B, T)`` ids → float32 ``(B, T, V)`` logits.
 
     Args:
@@ -282,7 +268,7 @@ class GatedCNNLM(LanguageModel, keras.Model):
         self.seed = seed
         c = config
         dtype = self.dtype_policy
-        seeds = _Seeds(seed)
+        seeds = Seeds(seed)
 
         # Layers.
         self.token_embedding = keras.layers.Embedding(
@@ -329,14 +315,7 @@ class GatedCNNLM(LanguageModel, keras.Model):
         return self.token_embedding(ops.cast(token_ids, "int32"))  # (B, T, d)
 
     def _logits(self, x):
-        x = self.final_norm(x)
-        if self.lm_head is None:
-            table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
-            logits = ops.matmul(x, ops.transpose(table))  # (B, T, V)
-        else:
-            logits = self.lm_head(x)  # (B, T, V)
-        logits = logits + ops.cast(self.output_bias, logits.dtype)
-        return ops.cast(logits, "float32")
+        return super()._logits(self.final_norm(x))
 
     # -- cached decoding ----------------------------------------------------
 
@@ -348,8 +327,7 @@ class GatedCNNLM(LanguageModel, keras.Model):
         contract and checked, but the cache does not grow with the length.
         """
         c = self.config
-        if max_length is not None and (not isinstance(max_length, numbers.Integral) or max_length < 1):
-            raise ConfigError(f"cache max_length must be a positive integer: max_length={max_length!r}")
+        check_cache_length(max_length)
         shape = (c.n_layer, int(batch_size), c.kernel_size - 1, c.d_model)
         return ops.zeros(shape, dtype=self.compute_dtype)
 
@@ -372,13 +350,6 @@ class GatedCNNLM(LanguageModel, keras.Model):
         return self._logits(x), new_cache
 
     # -- accounting -----------------------------------------------------------
-
-    def num_parameters(self, non_embedding: bool = False) -> int:
-        """Number of weights; ``non_embedding=True`` leaves out an untied input embedding (lookup only)."""
-        total = sum(math.prod(w.shape) for w in self.weights)
-        if non_embedding and self.lm_head is not None:
-            total -= math.prod(self.token_embedding.embeddings.shape)
-        return int(total)
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs (forward + backward) per token: ``6*N``.

@@ -65,7 +65,7 @@ import keras
 from keras import ops
 
 from lmlab.errors import ConfigError
-from lmlab.models.base import LanguageModel, ModelConfig, is_number
+from lmlab.models.base import LanguageModel, ModelConfig, OutputHead, Seeds, check_cache_length, is_number
 
 CELLS = ("lstm", "gru")
 CUDNN_MODES = ("auto", "on", "off")
@@ -227,19 +227,6 @@ def estimate_flops_per_token(config: RNNConfig, seq_len: int | None = None,
 # ---------------------------------------------------------------------------
 
 
-class _Seeds:
-    """Hands out seeds ``seed, seed + 1, ...`` in construction order (all ``None`` without a seed)."""
-
-    def __init__(self, seed: int | None):
-        self.seed, self.count = seed, 0
-
-    def __call__(self) -> int | None:
-        if self.seed is None:
-            return None
-        self.count += 1
-        return self.seed + self.count - 1
-
-
 def _use_cudnn(mode: str):
     """Keras's ``use_cudnn`` argument for :data:`RNNConfig.cudnn` on the current backend."""
     if mode == "off" or (mode == "auto" and keras.backend.backend() == "tensorflow"):
@@ -248,7 +235,7 @@ def _use_cudnn(mode: str):
 
 
 @keras.saving.register_keras_serializable(package="lmlab")
-class RNNLM(LanguageModel, keras.Model):
+class RNNLM(OutputHead, LanguageModel, keras.Model):
     """An LSTM or GRU language model: int32 ``(B, T)`` ids → float32 ``(B, T, V)`` logits.
 
     Args:
@@ -273,7 +260,7 @@ class RNNLM(LanguageModel, keras.Model):
         self.seed = seed
         c = config
         dtype = self.dtype_policy
-        seeds = _Seeds(seed)
+        seeds = Seeds(seed)
 
         # Layers.
         std = c.d_model ** -0.5  # unit scale after the sqrt(d_model) multiplier in _embed
@@ -328,15 +315,6 @@ class RNNLM(LanguageModel, keras.Model):
         x = self.token_embedding(ops.cast(token_ids, "int32"))  # (B, T, d)
         return x * ops.cast(math.sqrt(self.config.d_model), x.dtype)  # unit-scale inputs (Vaswani §3.4)
 
-    def _logits(self, x):
-        if self.lm_head is None:
-            table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
-            logits = ops.matmul(x, ops.transpose(table))  # (B, T, V)
-        else:
-            logits = self.lm_head(x)  # (B, T, V)
-        logits = logits + ops.cast(self.output_bias, logits.dtype)
-        return ops.cast(logits, "float32")
-
     # -- cached decoding ----------------------------------------------------
 
     def init_cache(self, batch_size: int, max_length: int | None = None):
@@ -346,8 +324,7 @@ class RNNLM(LanguageModel, keras.Model):
         recurrent state does not grow with the length, so it changes nothing.
         """
         c = self.config
-        if max_length is not None and (not isinstance(max_length, numbers.Integral) or max_length < 1):
-            raise ConfigError(f"cache max_length must be a positive integer: max_length={max_length!r}")
+        check_cache_length(max_length)
         shape = (c.n_layer, c.n_states, int(batch_size), c.d_model)
         return ops.zeros(shape, dtype=self.compute_dtype)
 
@@ -372,13 +349,6 @@ class RNNLM(LanguageModel, keras.Model):
         return self._logits(x), new_cache
 
     # -- accounting -----------------------------------------------------------
-
-    def num_parameters(self, non_embedding: bool = False) -> int:
-        """Number of weights; ``non_embedding=True`` leaves out an untied input embedding (lookup only)."""
-        total = sum(math.prod(w.shape) for w in self.weights)
-        if non_embedding and self.lm_head is not None:
-            total -= math.prod(self.token_embedding.embeddings.shape)
-        return int(total)
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs (forward + backward) per token: ``6*N``.
