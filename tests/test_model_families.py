@@ -9,7 +9,6 @@ swapped axis fails loudly.
 from __future__ import annotations
 
 import ast
-import math
 import os
 import subprocess
 import sys
