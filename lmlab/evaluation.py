@@ -82,5 +82,10 @@ def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | 
         if tokens.tokens < 2:
             raise DataError(f"{data}: the {split} split is empty")
         source = f"{data}:{split}"
-    result = evaluate_tokens(run.model, tokens, tokens.utf8_bytes, block, batch_size, stride)
+    if run.config["model"].get("family") == "encoder":  # masked tokens, not next tokens: lmlab.mlm_eval
+        from lmlab.mlm_eval import evaluate_mlm
+
+        result = evaluate_mlm(run.model, run.tokenizer, tokens, batch_size)
+    else:
+        result = evaluate_tokens(run.model, tokens, tokens.utf8_bytes, block, batch_size, stride)
     return {"run": str(run_folder), "checkpoint": run.checkpoint.name, "step": run.step, "source": source, **result}

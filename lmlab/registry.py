@@ -20,6 +20,7 @@ class Family:
     config_class: str
     builder: str
     neural: bool = True
+    objective: str = "causal"  # "causal": next-token targets; "mlm": masked tokens (lmlab.training.masking)
 
     def load(self):
         return importlib.import_module(self.module)
@@ -29,10 +30,12 @@ FAMILIES = {
     "transformer": Family("transformer", "lmlab.models.transformer", "TransformerConfig", "build_transformer"),
     "rnn": Family("rnn", "lmlab.models.rnn", "RNNConfig", "build_rnn"),
     "gated_cnn": Family("gated_cnn", "lmlab.models.gated_cnn", "GatedCNNConfig", "build_gated_cnn"),
+    # Bidirectional, trained to fill in masked tokens (BERT/RoBERTa); it does not generate text.
+    "encoder": Family("encoder", "lmlab.models.encoder", "EncoderConfig", "build_encoder", objective="mlm"),
     # Counted, not trained by gradient: see lmlab.training.ngram.
     "ngram": Family("ngram", "lmlab.models.ngram.model", "NGramConfig", "", neural=False),
 }
-ALIASES = {"cnn": "gated_cnn", "lstm": "rnn", "gpt": "transformer", "kenlm": "ngram"}
+ALIASES = {"cnn": "gated_cnn", "lstm": "rnn", "gpt": "transformer", "kenlm": "ngram", "bert": "encoder"}
 
 
 def family(name: str) -> Family:

@@ -299,8 +299,8 @@ def test_unsupported_architectures_and_settings_are_named(tmp_path):
     folder = tmp_path / "hf"
     folder.mkdir()
     cases = [
-        ({"model_type": "bert", "architectures": ["BertForMaskedLM"]},
-         r"model_type 'bert' with architectures BertForMaskedLM is not supported; lmlab imports "
+        ({"model_type": "bert", "architectures": ["BertForSequenceClassification"]},
+         r"model_type 'bert' with architectures BertForSequenceClassification is not supported; lmlab imports "
          r"GPT2LMHeadModel \(gpt2\), LlamaForCausalLM \(llama\)"),
         ({**hf_config("gpt2").to_dict(), "activation_function": "relu"}, "activation_function='relu'"),
         ({**hf_config("llama").to_dict(), "rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4}},

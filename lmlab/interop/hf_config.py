@@ -11,7 +11,7 @@ out. Both the ``transformers`` 4 (``rope_theta``, ``rope_scaling``) and 5
 from __future__ import annotations
 
 from lmlab.errors import ConfigError
-from lmlab.interop.hf_names import ARCHITECTURES, GPT2, LLAMA, Architecture
+from lmlab.interop.hf_names import ARCHITECTURES, BERT, GPT2, LLAMA, ROBERTA, Architecture
 
 GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")  # both are GELU with the tanh approximation, as lmlab's
 
@@ -94,11 +94,42 @@ def _llama(hf: dict, source: str) -> dict:
                 tie_embeddings=hf.get("tie_word_embeddings", False))
 
 
-_READERS = {GPT2.model_type: _gpt2, LLAMA.model_type: _llama}
+def _encoder(hf: dict, source: str) -> dict:
+    """BERT or RoBERTa (``modeling_bert.py``, ``modeling_roberta.py``): RoBERTa's positions start after padding."""
+    activation = hf.get("hidden_act", "gelu")
+    if activation != "gelu":
+        _refuse(source, "hidden_act", activation, "lmlab's encoder uses the exact (erf) GELU, BERT's gelu")
+    kind = hf.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        _refuse(source, "position_embedding_type", kind, "lmlab's encoder has learned absolute positions")
+    for flag in ("is_decoder", "add_cross_attention"):
+        if hf.get(flag, False):
+            _refuse(source, flag, True, "lmlab's encoder is bidirectional, without cross-attention")
+    roberta = hf.get("model_type") == ROBERTA.model_type
+    pad = hf.get("pad_token_id", 1 if roberta else 0)
+    if roberta and not isinstance(pad, int):
+        raise ConfigError(f"{source}: a RoBERTa needs pad_token_id (its positions start after it)")
+    offset = pad + 1 if roberta else 0
+    positions = _need(hf, "max_position_embeddings", source)
+    if positions <= offset:
+        raise ConfigError(f"{source}: max_position_embeddings={positions} leaves no position after the "
+                          f"padding offset {offset}")
+    if not hf.get("tie_word_embeddings", True):
+        _refuse(source, "tie_word_embeddings", False, "lmlab's masked-LM head is tied to the token embedding")
+    return dict(vocab_size=_need(hf, "vocab_size", source), block_size=positions - offset,
+                n_layer=_need(hf, "num_hidden_layers", source), n_head=_need(hf, "num_attention_heads", source),
+                d_model=_need(hf, "hidden_size", source), d_ff=_need(hf, "intermediate_size", source),
+                norm="post", type_vocab_size=hf.get("type_vocab_size", 2), position_offset=offset,
+                pad_token_id=pad if isinstance(pad, int) else None, norm_eps=hf.get("layer_norm_eps", 1e-12))
+
+
+_READERS = {GPT2.model_type: _gpt2, LLAMA.model_type: _llama, BERT.model_type: _encoder,
+            ROBERTA.model_type: _encoder}
 
 
 def from_hf(hf: dict, source: str):
-    """``(architecture, TransformerConfig)`` for a Hugging Face ``config.json`` (a dict)."""
+    """``(architecture, model config)`` for a Hugging Face ``config.json`` (a dict)."""
+    from lmlab.models.encoder import EncoderConfig
     from lmlab.models.transformer import TransformerConfig
 
     if not isinstance(hf, dict):
@@ -106,7 +137,7 @@ def from_hf(hf: dict, source: str):
     arch = find_architecture(hf, source)
     fields = _READERS[arch.model_type](hf, source)
     try:
-        return arch, TransformerConfig(**fields)
+        return arch, (EncoderConfig if arch.family == "encoder" else TransformerConfig)(**fields)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
 
@@ -119,6 +150,15 @@ def to_hf(arch: Architecture, config, special_ids: dict[str, int | None]) -> dic
     common = {"architectures": [arch.name], "model_type": arch.model_type, "vocab_size": config.vocab_size,
               "tie_word_embeddings": config.tie_embeddings, "dtype": "float32", "use_cache": True,
               "initializer_range": 0.02, **special_ids}
+    if arch.family == "encoder":
+        pad = config.pad_token_id if config.pad_token_id is not None else (special_ids.get("pad_token_id") or 0)
+        return {**common, "pad_token_id": pad, "use_cache": False, "hidden_size": config.d_model,
+                "num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
+                "intermediate_size": config.d_ff, "hidden_act": "gelu",
+                "max_position_embeddings": config.block_size + config.position_offset,
+                "type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.norm_eps,
+                "position_embedding_type": "absolute", "hidden_dropout_prob": config.dropout,
+                "attention_probs_dropout_prob": 0.0, "is_decoder": False}
     if arch is GPT2:
         if config.n_kv_head != config.n_head:
             raise ConfigError(f"GPT-2 has no grouped-query attention: this model has n_kv_head={config.n_kv_head} "
@@ -138,8 +178,12 @@ def to_hf(arch: Architecture, config, special_ids: dict[str, int | None]) -> dic
 
 
 def architecture_for(config) -> Architecture:
-    """The Hugging Face architecture an lmlab Transformer config exports as."""
+    """The Hugging Face architecture an lmlab Transformer or encoder config exports as."""
+    if getattr(config, "family", None) == "encoder":
+        if config.norm != "post":
+            raise ConfigError("only a post-LN encoder (norm=post) exports as BERT or RoBERTa; this one is pre-LN")
+        return ROBERTA if config.position_offset else BERT
     if getattr(config, "family", None) != "transformer":
-        raise ConfigError(f"only Transformer runs export to Hugging Face; this run's model is "
+        raise ConfigError(f"only Transformer and encoder runs export to Hugging Face; this run's model is "
                           f"{getattr(config, 'family', type(config).__name__)}")
     return GPT2 if config.style == "gpt2" else LLAMA

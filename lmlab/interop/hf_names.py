@@ -45,6 +45,9 @@ class Architecture:
     rules: tuple[Rule, ...]
     buffers: tuple[str, ...] = ()  # regexes of non-weight buffers some checkpoints carry; skipped
     biases_required: bool = False  # the format always has biases: an lmlab model without them exports zeros
+    family: str = "transformer"  # the lmlab model family (lmlab.registry) it maps onto
+    head: str = "lm_head.weight"  # the output matrix, tied to the token embedding when the config says so
+    head_prefixes: tuple[str, ...] = ("lm_head.",)  # tensors outside the base model (body_prefix)
 
 
 def _layer(prefix: str, pairs) -> tuple[Rule, ...]:
@@ -102,8 +105,61 @@ LLAMA = Architecture(
     buffers=(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq",),
 )
 
-ARCHITECTURES = (GPT2, LLAMA)
-HEAD = "lm_head.weight"
+
+def _encoder(prefix: str, head: str, head_rules) -> tuple[Rule, ...]:
+    """BERT and RoBERTa share the body (``modeling_bert.py``; RoBERTa's embeddings add a position offset)."""
+    return (
+        Rule(prefix + "embeddings.word_embeddings.weight", ("token_embedding/embeddings",)),
+        Rule(prefix + "embeddings.position_embeddings.weight", ("positions/embeddings",)),
+        Rule(prefix + "embeddings.token_type_embeddings.weight", ("token_types/embeddings",)),
+        Rule(prefix + "embeddings.LayerNorm.weight", ("embedding_norm/gamma",)),
+        Rule(prefix + "embeddings.LayerNorm.bias", ("embedding_norm/beta",)),
+        *_layer(prefix + "encoder.layer.{i}.", [
+            *[(f"attention.self.{hf}.{part}", (f"attention/{p}_proj/{ours}",), part == "weight", "always")
+              for hf, p in (("query", "q"), ("key", "k"), ("value", "v"))
+              for part, ours in (("weight", "kernel"), ("bias", "bias"))],
+            ("attention.output.dense.weight", ("attention/o_proj/kernel",), True, "always"),
+            ("attention.output.dense.bias", ("attention/o_proj/bias",), False, "always"),
+            ("attention.output.LayerNorm.weight", ("attention_norm/gamma",), False, "always"),
+            ("attention.output.LayerNorm.bias", ("attention_norm/beta",), False, "always"),
+            ("intermediate.dense.weight", ("mlp_fc/kernel",), True, "always"),
+            ("intermediate.dense.bias", ("mlp_fc/bias",), False, "always"),
+            ("output.dense.weight", ("mlp_proj/kernel",), True, "always"),
+            ("output.dense.bias", ("mlp_proj/bias",), False, "always"),
+            ("output.LayerNorm.weight", ("mlp_norm/gamma",), False, "always"),
+            ("output.LayerNorm.bias", ("mlp_norm/beta",), False, "always"),
+        ]),
+        *(Rule(head + hf, (ours,), hf.endswith("dense.weight")) for hf, ours in head_rules),
+    )
+
+
+# The masked-LM head (BertLMPredictionHead / RobertaLMHead): dense, GELU, LayerNorm, tied decoder + bias.
+# Skipped: position_ids/token_type_ids buffers, the pooler and next-sentence head of BertForPreTraining
+# checkpoints (a masked LM does not use them), and the decoder's bias, saved by older checkpoints as a
+# second name of the head's bias.
+BERT = Architecture(
+    name="BertForMaskedLM", model_type="bert", style="bert", body_prefix="bert.", aliases=("BertForPreTraining",),
+    family="encoder", head="cls.predictions.decoder.weight", head_prefixes=("cls.",),
+    rules=_encoder("bert.", "cls.predictions.", [
+        ("transform.dense.weight", "head_dense/kernel"), ("transform.dense.bias", "head_dense/bias"),
+        ("transform.LayerNorm.weight", "head_norm/gamma"), ("transform.LayerNorm.bias", "head_norm/beta"),
+        ("bias", "head_bias")]),
+    buffers=(r"bert\.embeddings\.(position_ids|token_type_ids)", r"bert\.pooler\..*", r"cls\.seq_relationship\..*",
+             r"cls\.predictions\.decoder\.bias"),
+)
+
+ROBERTA = Architecture(
+    name="RobertaForMaskedLM", model_type="roberta", style="roberta", body_prefix="roberta.", aliases=(),
+    family="encoder", head="lm_head.decoder.weight", head_prefixes=("lm_head.",),
+    rules=_encoder("roberta.", "lm_head.", [
+        ("dense.weight", "head_dense/kernel"), ("dense.bias", "head_dense/bias"),
+        ("layer_norm.weight", "head_norm/gamma"), ("layer_norm.bias", "head_norm/beta"), ("bias", "head_bias")]),
+    buffers=(r"roberta\.embeddings\.(position_ids|token_type_ids)", r"roberta\.pooler\..*",
+             r"lm_head\.decoder\.bias"),
+)
+
+ARCHITECTURES = (GPT2, LLAMA, BERT, ROBERTA)
+HEAD = "lm_head.weight"  # GPT-2's and Llama's; Architecture.head names each one's
 EMBEDDING_KEY = "token_embedding/embeddings"
 
 
@@ -129,7 +185,7 @@ def expand(arch: Architecture, config, present_only: bool = True) -> list[Rule]:
 
 def canonical_name(arch: Architecture, name: str) -> str:
     """``name`` with the base model's prefix, so GPT2Model/LlamaModel checkpoints read as the LM's."""
-    if name == HEAD or name.startswith(arch.body_prefix):
+    if name.startswith(arch.body_prefix) or name.startswith(arch.head_prefixes):
         return name
     return arch.body_prefix + name
 
@@ -165,12 +221,13 @@ def to_lmlab(arch: Architecture, config, tensors, shapes: dict[str, tuple], sour
         widths = np.cumsum([shapes[key][-1] for key in rule.ours])[:-1]
         for key, part in zip(rule.ours, np.split(value, widths, axis=-1)):
             weights[key] = np.ascontiguousarray(part)
-    if config.tie_embeddings and HEAD in names:  # some checkpoints save the tied head too: it must be the embedding
-        if tuple(tensors.shape(names[HEAD])) != shapes[EMBEDDING_KEY] or not np.array_equal(
-                tensors.read(names[HEAD]), weights[EMBEDDING_KEY]):
-            raise ConfigError(f"{source}: tensor {HEAD} differs from the token embedding, but config.json "
+    head = arch.head
+    if config.tie_embeddings and head in names:  # some checkpoints save the tied head too: it must be the embedding
+        if tuple(tensors.shape(names[head])) != shapes[EMBEDDING_KEY] or not np.array_equal(
+                tensors.read(names[head]), weights[EMBEDDING_KEY]):
+            raise ConfigError(f"{source}: tensor {head} differs from the token embedding, but config.json "
                               "says tie_word_embeddings")
-        used.add(HEAD)
+        used.add(head)
     buffers = [re.compile(pattern) for pattern in arch.buffers]
     unused = sorted(names[n] for n in names if n not in used and not any(b.fullmatch(n) for b in buffers))
     if unused:

@@ -89,6 +89,13 @@ def special_tokens(tokenizer: Tokenizer, imported: dict | None = None) -> dict[s
     specials.setdefault("bos_token", tokenizer.eos_token)
     if tokenizer.unk_id is not None:
         specials.setdefault("unk_token", tokenizer.id_to_token(tokenizer.unk_id))
+    from lmlab.training.masking import CLS_TOKENS, MASK_TOKENS, PAD_TOKENS, SEP_TOKENS
+
+    for name, candidates in (("mask_token", MASK_TOKENS), ("cls_token", CLS_TOKENS), ("sep_token", SEP_TOKENS),
+                             ("pad_token", PAD_TOKENS)):  # a masked LM's, so fill-mask pipelines find them
+        found = next((token for token in candidates if token in tokenizer.special_tokens), None)
+        if found is not None:
+            specials.setdefault(name, found)
     return specials
 
 

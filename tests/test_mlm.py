@@ -1,0 +1,142 @@
+"""Masked-LM pretraining (lmlab.training.masking), its evaluation (lmlab.mlm_eval) and fill-mask.
+
+Tokenizers are small WordPiece ones trained here (lmlab.mlm_tokenizer) on a few
+lines of English and Chinese; one tiny encoder is trained through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lmlab.data.segment import segment_words
+from lmlab.data.shards import TokenSplit
+from lmlab.errors import ConfigError
+from lmlab.models.encoder import EncoderConfig
+from lmlab.tokenizers import HFTokenizer, train_tokenizer
+from lmlab.training.masking import MaskedWindows, WordBoundaries, special_ids
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+
+ENGLISH = ("The unbelievable foxes were jumping over sleeping dogs while the photographers watched. "
+           "Photographs of jumping foxes became unbelievably popular among the watchers. ") * 3
+CHINESE = "床前明月光，疑是地上霜。举头望明月，低头思故乡。春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。" * 3
+
+
+@pytest.fixture(scope="module")
+def wordpiece():
+    from lmlab.mlm_tokenizer import train_wordpiece
+
+    lines = [ENGLISH, CHINESE] * 20
+    return HFTokenizer(train_wordpiece(lines, vocab_size=120, min_freq=1), kind="hf")
+
+
+def split_of(tokenizer, text, repeat=20):
+    ids = np.array(tokenizer.encode(text) * repeat + [tokenizer.eos_id], np.int64)
+    return TokenSplit("train", [ids], tokenizer.eos_id, len(text.encode()) * repeat, 1)
+
+
+def test_selection_rates_specials_and_dynamic_masks(wordpiece):
+    config = EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=32)
+    windows = MaskedWindows(split_of(wordpiece, ENGLISH + CHINESE), config, wordpiece, batch_size=64, seed=3)
+    special = special_ids(wordpiece)
+    x, y, w = windows.batch(5)
+    assert x.shape == y.shape == w.shape == (64, 32)
+    assert (y[:, 0] == special.cls).all() and (y[:, -1] == special.sep).all()
+    selected = w > 0
+    assert not np.isin(y[selected], special.all).any()  # special tokens are never selected
+    assert abs(selected.sum() / (~np.isin(y, special.all)).sum() - 0.15) < 0.03
+    masked = (x == special.mask) & selected
+    kept = (x == y) & selected
+    assert abs(masked.sum() / selected.sum() - 0.8) < 0.06
+    assert abs(kept.sum() / selected.sum() - 0.1) < 0.05  # (a random token may also hit the original)
+    np.testing.assert_array_equal(x[~selected], y[~selected])  # only selected tokens change
+    again = windows.batch(5)
+    assert all(np.array_equal(a, b) for a, b in zip((x, y, w), again))  # pure function of (seed, step)
+    assert not np.array_equal(windows.batch(6)[2], w)  # drawn anew every batch
+
+
+def test_whole_word_masking_keeps_word_pieces_together(wordpiece):
+    config = EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=32, whole_word=True)
+    windows = MaskedWindows(split_of(wordpiece, ENGLISH), config, wordpiece, batch_size=64, seed=1)
+    x, y, w = windows.batch(0)
+    pieces = np.vectorize(lambda i: wordpiece.id_to_token(int(i)).startswith("##"))(y)
+    assert pieces.sum() > 100  # the small vocabulary splits words into pieces
+    after_text = ~np.isin(y, special_ids(wordpiece).all)  # a window may start mid-word, right after [CLS]
+    rows, cols = np.nonzero(pieces[:, 1:] & after_text[:, :-1])
+    np.testing.assert_array_equal(w[rows, cols + 1], w[rows, cols])  # a piece goes with the token before it
+    assert 0.05 < w.mean() < 0.3
+
+
+def test_whole_word_masking_groups_chinese_characters_into_jieba_words(wordpiece):
+    config = EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=40, whole_word=True)
+    windows = MaskedWindows(split_of(wordpiece, CHINESE), config, wordpiece, batch_size=32, seed=2)
+    x, y, w = windows.batch(0)
+    multi = 0
+    for row in range(len(y)):
+        inner = y[row, 1:-1]
+        text = "".join(wordpiece.id_to_token(int(i)) for i in inner)
+        assert len(text) == len(inner)  # one character per token
+        position = 0
+        for word in segment_words(text):
+            span = w[row, 1 + position:1 + position + len(word)]
+            assert span.min() == span.max(), (word, span)  # the whole word or none of it
+            multi += len(word) > 1
+            position += len(word)
+    assert multi > 50
+    assert WordBoundaries(wordpiece).cjk.sum() > 20
+
+
+def test_a_tokenizer_without_mask_token_is_refused():
+    char = train_tokenizer("char", [ENGLISH])
+    with pytest.raises(ConfigError, match=r"needs a tokenizer with a mask token \(\[MASK\] or <mask>\); this char"):
+        special_ids(char)
+
+
+def test_a_pair_longer_than_the_context_is_refused(wordpiece):
+    from lmlab.fill_mask import encode_inputs
+
+    special = special_ids(wordpiece)
+    ids, types = encode_inputs(wordpiece, special, 64, "the [MASK] foxes", "were jumping")
+    assert ids[0] == special.cls and (ids == special.sep).sum() == 2 and (ids == special.mask).sum() == 1
+    assert types.tolist() == [0] * (list(ids).index(special.sep) + 1) + [1] * (len(ids) - list(ids).index(special.sep) - 1)
+    with pytest.raises(ConfigError, match="the pair is .* tokens with its special tokens, longer than the model's "
+                                          "context of 16"):
+        encode_inputs(wordpiece, special, 16, ENGLISH[:80], ENGLISH[80:160])
+
+
+def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, tmp_path, cli):
+    tokenizer_file = tmp_path / "tokenizer.json"
+    tokenizer_file.write_text(wordpiece.hf_json(), encoding="utf-8")
+    (tmp_path / "text.txt").write_text("\n\n".join([ENGLISH, CHINESE] * 30), encoding="utf-8")
+    code, _, err = cli("prepare", tmp_path / "text.txt", "--out", tmp_path / "data", "--tokenizer", tokenizer_file,
+                       "--split", "0.8,0.1,0.1", "--no-dedup", "--quiet")
+    assert code == 0, err
+    code, out, err = cli("train", "--data", tmp_path / "data", "--model", "encoder", "--preset", "debug",
+                         "--max-steps", 40, "--set", "warmup_steps=4", "--set", "learning_rate=3e-3",
+                         "--set", "eval_interval=20", "--set", "log_interval=5", "--set", "batch_size=8",
+                         "--set", "model.whole_word=true", "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+              if "loss" in r]
+    # Masked LMs sit near the unigram distribution for their first hundred steps: a modest fall only.
+    assert losses[-1] < losses[0] - 0.2
+    code, out, err = cli("eval", tmp_path / "run", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["masked_loss"] < math.log(wordpiece.vocab_size) - 0.2  # better than a uniform guess
+    assert 0 <= result["masked_accuracy"] <= 1 and result["masked_tokens"] > 0 and result["pseudo_perplexity"] > 1
+    assert "never with a causal model's perplexity" in result["note"]
+    code, out, err = cli("fill-mask", tmp_path / "run", "photographs of jumping [MASK] became", "--top-k", 3, "--json")
+    assert code == 0, err
+    filled = json.loads(out)
+    assert len(filled["masks"]) == 1 and len(filled["masks"][0]["candidates"]) == 3
+    probabilities = [c["probability"] for c in filled["masks"][0]["candidates"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+    code, _, err = cli("fill-mask", tmp_path / "run", "no mask here")
+    assert code == 1 and "has no [MASK]" in err
+    code, _, err = cli("generate", tmp_path / "run", "--prompt", "the")
+    assert code == 1 and "use lmlab fill-mask" in err
