@@ -140,3 +140,19 @@ def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, tmp_path, cli):
     assert code == 1 and "has no [MASK]" in err
     code, _, err = cli("generate", tmp_path / "run", "--prompt", "the")
     assert code == 1 and "use lmlab fill-mask" in err
+
+    # Fine-tuning for classification from the [CLS] position.
+    rows = ["sentence\tlabel"] + [f"the foxes were {w} {i}\t{int(w == 'jumping')}" for i in range(12)
+                                   for w in ("jumping", "sleeping")]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    code, out, err = cli("finetune", tmp_path / "run", "--task", "classify", "--train", tmp_path / "train.tsv",
+                         "--pooling", "cls", "--max-steps", 6, "--batch-size", 8, "--lr", "1e-3",
+                         "--out", tmp_path / "classifier", "--quiet")
+    assert code == 0, err
+    settings = json.loads((tmp_path / "classifier" / "config.json").read_text())
+    assert settings["finetune"]["pooling"] == "cls" and settings["model"]["family"] == "encoder"
+    code, out, err = cli("predict", tmp_path / "classifier", "the foxes were jumping 3", "--json")
+    assert code == 0, err
+    code, _, err = cli("finetune", tmp_path / "run", "--task", "generate", "--train", tmp_path / "train.tsv",
+                       "--out", tmp_path / "generator", "--quiet")
+    assert code == 1 and "does not generate text" in err

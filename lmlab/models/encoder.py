@@ -355,13 +355,19 @@ class EncoderMLM(LanguageModel, keras.Model):
             return ops.cumsum(real, axis=1) * real + c.pad_token_id
         return ops.arange(ops.shape(token_ids)[1], dtype="int32")[None, :]
 
-    def encode(self, token_ids, token_type_ids=None, training=None):
-        """``(B, T, d)`` hidden states after the last layer (and the final norm, pre-LN)."""
+    def encode(self, token_ids, token_type_ids=None, training=None, lengths=None):
+        """``(B, T, d)`` hidden states after the last layer (and the final norm, pre-LN).
+
+        ``lengths`` ``(B,)``: real tokens per row; the rest (right padding) is hidden from attention.
+        """
         length = token_ids.shape[1]
         if isinstance(length, int) and length > self.config.block_size:
             raise ConfigError(f"sequence length {length} exceeds block_size={self.config.block_size}")
         token_ids = ops.cast(token_ids, "int32")
         key_mask = self.key_mask(token_ids)
+        if lengths is not None:
+            real = ops.arange(ops.shape(token_ids)[1], dtype="int32")[None, :] < ops.cast(lengths, "int32")[:, None]
+            key_mask = real if key_mask is None else ops.logical_and(key_mask, real)
         x = self.token_embedding(token_ids) + self.positions(self._position_ids(token_ids, key_mask))
         types = ops.zeros_like(token_ids) if token_type_ids is None else ops.cast(token_type_ids, "int32")
         x = x + self.token_types(types)  # (B, T, d)
@@ -380,6 +386,11 @@ class EncoderMLM(LanguageModel, keras.Model):
 
     def call(self, token_ids, token_type_ids=None, training=None):
         return self._logits(self.encode(token_ids, token_type_ids, training=training))
+
+    def mlm_head_variables(self) -> list:
+        """The masked-LM head's own weights (not the tied embedding): a task head on :meth:`encode` leaves
+        them unused, so fine-tuning marks them non-trainable (they would get no gradient)."""
+        return [*self.head_dense.weights, *self.head_norm.weights, self.head_bias]
 
     # -- what a decoder has and an encoder does not --------------------------
 

@@ -33,13 +33,16 @@ class Batch:
     rows: np.ndarray  # which examples (index into the encoded set); -1 for padding rows
 
 
-def encode_texts(tokenizer, texts: Sequence[str], block_size: int) -> tuple[list[list[int]], int]:
-    """Each text's tokens, cut to ``block_size - 1``, plus the end token; and how many were cut."""
+def encode_texts(tokenizer, texts: Sequence[str], block_size: int,
+                 prefix: Sequence[int] = ()) -> tuple[list[list[int]], int]:
+    """Each text's tokens after ``prefix`` (an encoder's [CLS]), cut to fit ``block_size`` with the end token;
+    and how many were cut."""
     encoded, cut = [], 0
+    room = block_size - 1 - len(prefix)
     for ids in tokenizer.encode_batch(list(texts)):
-        if len(ids) > block_size - 1:
-            ids, cut = ids[: block_size - 1], cut + 1
-        encoded.append(list(ids) + [tokenizer.eos_id])
+        if len(ids) > room:
+            ids, cut = ids[:room], cut + 1
+        encoded.append(list(prefix) + list(ids) + [tokenizer.eos_id])
     return encoded, cut
 
 

@@ -16,7 +16,7 @@ from keras import ops
 from lmlab.errors import ConfigError
 from lmlab.tasks.backbone import check_neural, hidden_states
 
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean", "cls")  # cls: the first token's state, BERT's [CLS] (encoders)
 
 
 class SequenceClassifier(keras.Model):
@@ -33,15 +33,19 @@ class SequenceClassifier(keras.Model):
             raise ConfigError(f"classification needs at least 2 labels, the training data has {num_classes}")
         self.backbone, self.pooling, self.num_classes = backbone, pooling, num_classes
         self.backbone.trainable = not freeze
+        for variable in getattr(backbone, "mlm_head_variables", list)():  # an encoder's MLM head: unused here
+            variable.trainable = False
         self.head = keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.RandomNormal(
             stddev=0.02, seed=seed), name="head")
         self.head.build((None, backbone.config.d_model))
 
     def call(self, token_ids, lengths, training=None):
-        h = hidden_states(self.backbone, token_ids, training=training)  # (B, T, d)
-        length = ops.shape(token_ids)[1]
         lengths = ops.cast(lengths, "int32")
-        if self.pooling == "last":
+        h = hidden_states(self.backbone, token_ids, training=training, lengths=lengths)  # (B, T, d)
+        length = ops.shape(token_ids)[1]
+        if self.pooling == "cls":
+            pooled = h[:, 0, :]  # (B, d)
+        elif self.pooling == "last":
             last = ops.one_hot(ops.maximum(lengths - 1, 0), length, dtype=h.dtype)  # (B, T)
             pooled = ops.einsum("bt,btd->bd", last, h)  # (B, d)
         else:

@@ -30,8 +30,10 @@ def class_weights(config: FinetuneConfig, ids: Sequence[int], count: int) -> lis
 
 
 class ClassifyTask:
-    def __init__(self, config: FinetuneConfig, tokenizer, block_size: int, options: dict, log=print):
+    def __init__(self, config: FinetuneConfig, tokenizer, block_size: int, options: dict, log=print,
+                 prefix: Sequence[int] = ()):
         self.config, self.tokenizer, self.block_size, self.options, self.log = config, tokenizer, block_size, options, log
+        self.prefix = list(prefix)  # an encoder's [CLS] (lmlab.tasks.backbone.input_prefix)
         self.lm = self.head = None
 
     def read(self, train, valid) -> None:
@@ -60,8 +62,8 @@ class ClassifyTask:
         if c.augment:
             train_examples, train_ids = self._augment(train_examples, train_ids)
         length = min(c.max_length or self.block_size, self.block_size)
-        texts, self.cut = encode_texts(self.tokenizer, [e.text for e in train_examples], length)
-        valid_texts, valid_cut = encode_texts(self.tokenizer, [e.text for e in valid_examples], length)
+        texts, self.cut = encode_texts(self.tokenizer, [e.text for e in train_examples], length, self.prefix)
+        valid_texts, valid_cut = encode_texts(self.tokenizer, [e.text for e in valid_examples], length, self.prefix)
         if self.cut or valid_cut:
             self.log(f"note: {self.cut + valid_cut:,} texts are longer than {length} tokens; their beginnings are used")
         self.train_data = ClassificationData(texts, train_ids, [self.weights[i] for i in train_ids], length)
@@ -129,7 +131,9 @@ def classify_texts(finetuned, texts: Sequence[str], batch_size: int = 32) -> np.
 
     block = finetuned.lm.config.block_size
     block = min(finetuned.config["finetune"].get("max_length") or block, block)
-    encoded, _ = encode_texts(finetuned.tokenizer, list(texts), block)
+    from lmlab.tasks.backbone import input_prefix
+
+    encoded, _ = encode_texts(finetuned.tokenizer, list(texts), block, input_prefix(finetuned.lm, finetuned.tokenizer))
     data = ClassificationData(encoded, [0] * len(encoded), [1.0] * len(encoded), block)
     stepper = finetuned.__dict__.get("_stepper") or TaskStepper(finetuned.classifier)
     finetuned.__dict__["_stepper"] = stepper

@@ -167,7 +167,8 @@ def add_commands(commands) -> None:
     p.add_argument("--quiet", action="store_true")
     _data_arguments(p)
     g = p.add_argument_group("classification")
-    g.add_argument("--pooling", default="last", help="last (the end token's state, default) or mean")
+    g.add_argument("--pooling", default="last", help="last (the end token's state, default), mean, or cls (the "
+                   "first token: an encoder's [CLS])")
     g.add_argument("--freeze", action="store_true", help="train the head only, the language model stays fixed")
     g.add_argument("--class-weights", default="none", help="none (default), balanced, or weights like 1,3")
     g.add_argument("--max-length", type=int, default=0,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from lmlab.errors import ConfigError
 
 TASKS = ("classify", "generate")
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean", "cls")
 CLASS_WEIGHTS = ("none", "balanced")
 
 

@@ -35,7 +35,7 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     import keras
 
     from lmlab.runs import load_run
-    from lmlab.tasks.backbone import check_neural
+    from lmlab.tasks.backbone import check_neural, input_prefix
     from lmlab.tasks.steps import TaskStepper
     from lmlab.training.config import TrainConfig
     from lmlab.training.trainer import build_optimizer
@@ -49,7 +49,11 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     if config.task == "classify":
         from lmlab.tasks.classify import ClassifyTask
 
-        task = ClassifyTask(config, base.tokenizer, base.model.config.block_size, options, log)
+        task = ClassifyTask(config, base.tokenizer, base.model.config.block_size, options, log,
+                            prefix=input_prefix(base.model, base.tokenizer))
+    elif base.model.config.family == "encoder":
+        raise ConfigError("an encoder (masked language model) does not generate text: fine-tune it with "
+                          "--task classify")
     else:
         from lmlab.tasks.generate import GenerateTask
 

@@ -1,0 +1,100 @@
+"""Masked-LM pretraining on real text, briefly, on CPU: WikiText-2 (English) and the Tang poems
+(Chinese, whole-word masking with jieba words). Figures for bench/RESULTS.md.
+
+For each corpus: a WordPiece tokenizer with [MASK] (lmlab.mlm_tokenizer), ``lmlab prepare``
+with it, ``lmlab train --model encoder`` for a wall-clock budget, ``lmlab eval`` (masked
+loss and accuracy, pseudo-perplexity) and ``lmlab fill-mask`` on a few sentences. Prints
+one JSON line per corpus.
+
+    python bench/mlm.py --out runs/bench-mlm [--seconds 270] [--only wikitext2|tang]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = Path(os.environ.get("LMLAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+CORPORA = {
+    "wikitext2": dict(
+        sources=[f"train={DATA / 'wikitext-2' / 'train.txt'}", f"valid={DATA / 'wikitext-2' / 'valid.txt'}",
+                 f"test={DATA / 'wikitext-2' / 'test.txt'}"],
+        prepare=["--doc-sep", "blank"], lowercase=True, vocab=8000, whole_word=False,
+        probes=["the [MASK] of the united states", "he was born in [MASK] .", "the game was released in [MASK] ."]),
+    "tang": dict(
+        sources=[str(DATA / "chinese-poetry" / "quan_tang_shi")],
+        prepare=["--format", "json", "--field", "paragraphs", "--split", "0.98,0.01,0.01"], lowercase=False,
+        vocab=8000, whole_word=True, probes=["床前明月光，疑是地上[MASK]。", "白日依山盡，黃河入[MASK]流。",
+                                             "春眠不覺曉，處處聞啼[MASK]。"]),
+}
+
+
+def lmlab(*args) -> str:
+    result = subprocess.run([sys.executable, "-m", "lmlab", *map(str, args)], capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"lmlab {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def tokenizer_texts(name: str):
+    if name == "wikitext2":
+        yield from (DATA / "wikitext-2" / "train.txt").read_text(encoding="utf-8").splitlines()
+        return
+    for path in sorted((DATA / "chinese-poetry" / "quan_tang_shi").glob("poet.tang.*.json")):
+        for poem in json.loads(path.read_text(encoding="utf-8")):
+            yield "".join(poem.get("paragraphs") or [])
+
+
+def run(name: str, out: Path, seconds: float, steps: int) -> dict:
+    from lmlab.mlm_tokenizer import train_wordpiece
+
+    spec = CORPORA[name]
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = folder / "tokenizer.json"
+    if not tokenizer.exists():
+        tokenizer.write_text(train_wordpiece(tokenizer_texts(name), spec["vocab"], spec["lowercase"]), encoding="utf-8")
+    if not (folder / "data" / "manifest.json").exists():
+        lmlab("prepare", *spec["sources"], "--out", folder / "data", "--tokenizer", tokenizer, *spec["prepare"],
+              "--quiet", "--overwrite")
+    train_args = ["--data", folder / "data", "--model", "encoder", "--preset", "small", "--max-steps", steps,
+                  "--set", f"max_seconds={seconds}", "--set", "batch_size=16", "--set", "learning_rate=1e-3",
+                  "--set", "warmup_steps=50", "--set", "weight_decay=0.01", "--set", "eval_interval=100",
+                  "--set", "eval_batches=10", "--set", "log_interval=25",
+                  "--set", f"model.whole_word={'true' if spec['whole_word'] else 'false'}",
+                  "--out", folder / "run", "--quiet"]
+    lmlab("train", *train_args)
+    log = [json.loads(line) for line in (folder / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if "val_loss" in r]
+    evaluation = json.loads(lmlab("eval", folder / "run", "--json"))
+    fills = [json.loads(lmlab("fill-mask", folder / "run", probe, "--json")) for probe in spec["probes"]]
+    return {
+        "corpus": name, "steps": evals[-1]["step"], "elapsed_s": round(evals[-1]["elapsed_s"], 1),
+        "val_loss_by_step": {r["step"]: round(r["val_loss"], 3) for r in evals},
+        "test_masked_loss": round(evaluation["masked_loss"], 3),
+        "test_masked_accuracy": round(evaluation["masked_accuracy"], 4),
+        "test_pseudo_perplexity": round(evaluation["pseudo_perplexity"], 1),
+        "whole_word": spec["whole_word"],
+        "fill_mask": {f["text"]: [c["token"] for c in f["masks"][0]["candidates"]] for f in fills},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench-mlm")
+    parser.add_argument("--seconds", type=float, default=270.0, help="training wall-clock budget per corpus")
+    parser.add_argument("--steps", type=int, default=3000, help="step limit (the schedule's length)")
+    parser.add_argument("--only", choices=sorted(CORPORA))
+    args = parser.parse_args()
+    for name in [args.only] if args.only else list(CORPORA):
+        print(json.dumps(run(name, Path(args.out), args.seconds, args.steps), ensure_ascii=False), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
