@@ -122,8 +122,14 @@ def cmd_train(args) -> int:
     from lmlab.training.config import TrainConfig, build_config
     from lmlab.training.trainer import train
 
+    from lmlab.distribute import is_chief_process
+
+    if not is_chief_process():  # another worker of a distributed run: the chief reports
+        args.quiet = True
     if args.resume:
-        config = TrainConfig(skip_bad_batches=args.skip_bad_batches)  # the one option a resume may add
+        # The options a resume may add: skipping bad batches, and where it runs.
+        config = TrainConfig(skip_bad_batches=args.skip_bad_batches, distribute=args.distribute or "none",
+                             mesh=args.mesh or "")
         if args.config or args.set or args.data:
             raise ConfigError("--resume continues a run with its own saved config; drop the other options")
         run = args.resume
@@ -131,12 +137,19 @@ def cmd_train(args) -> int:
         if not args.out:
             raise ConfigError("give --out RUN (a new run folder) or --resume RUN")
         config = build_config(args.config, args.set, data=args.data, family=args.model, preset=args.preset,
-                              max_steps=args.max_steps, skip_bad_batches=args.skip_bad_batches or None)
+                              max_steps=args.max_steps, skip_bad_batches=args.skip_bad_batches or None,
+                              distribute=args.distribute, mesh=args.mesh)
         run = args.out
     result = train(config, run, resume=bool(args.resume), progress=not args.quiet and sys.stderr.isatty(),
                    log=(lambda m: None) if args.quiet else _log)
     print(json.dumps(result))
     return 0
+
+
+def cmd_launch(args) -> int:
+    from lmlab.distribute.launch import launch
+
+    return launch(args.workers, args.command, backend=args.backend, log=_log)
 
 
 def cmd_eval(args) -> int:
@@ -146,6 +159,10 @@ def cmd_eval(args) -> int:
                           batch_size=args.batch_size, checkpoint=args.checkpoint)
     if args.json:
         print(json.dumps(result))
+    elif "masked_accuracy" in result:  # an encoder: lmlab.mlm_eval
+        print(f"{result['source']} ({result['masked_tokens']:,} masked tokens, {result['checkpoint']}): masked loss "
+              f"{result['masked_loss']:.4f}, masked accuracy {result['masked_accuracy']:.4f}, pseudo-perplexity "
+              f"{result['pseudo_perplexity']:.3f} over {result['pseudo_tokens']:,} tokens ({result['note']})")
     else:
         print(f"{result['source']} ({result['tokens']:,} tokens, {result['checkpoint']}): loss {result['loss']:.4f}, "
               f"perplexity {result['perplexity']:.3f}, bits per byte {result['bits_per_byte']:.4f}")
@@ -290,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "with --set key=value (model fields as model.NAME=VALUE).")
     p.add_argument("config", nargs="?", help="YAML or TOML config file")
     p.add_argument("--data", help="a folder made by lmlab prepare")
-    p.add_argument("--model", help="model family: transformer (default), rnn, gated_cnn (alias cnn)")
+    p.add_argument("--model", help="model family: transformer (default), rnn, gated_cnn (alias cnn), "
+                   "encoder (masked LM, alias bert)")
     p.add_argument("--preset", help="model preset, e.g. debug, shakespeare-char; transformer: gpt2-small, "
                    "llama-small; rnn, gated_cnn: wikitext2")
     p.add_argument("--max-steps", type=int, help="optimizer steps")
@@ -300,8 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-batches", action="store_true",
                    help="skip (and log) a batch whose loss or gradient is NaN or infinite instead of stopping; "
                    "also allowed with --resume")
+    p.add_argument("--distribute", choices=("none", "data", "model"),
+                   help="data: data parallel over this machine's devices, or over the workers of TF_CONFIG / "
+                   "lmlab launch; model: model parallel on JAX (see --mesh); also allowed with --resume "
+                   "(docs/distributed.md)")
+    p.add_argument("--mesh", metavar="batch=B,model=M",
+                   help="device mesh for --distribute model (default: batch=1, model=every device)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("launch", help="run an lmlab command as N local worker processes of one distributed run",
+                            description="Starts N local processes of `lmlab COMMAND ...` with TF_CONFIG (TensorFlow) "
+                            "or jax.distributed settings (JAX) on loopback ports; worker 0 reports and writes. "
+                            "Example: lmlab launch --workers 2 train --data DIR --distribute data --out RUN")
+    p.add_argument("--workers", type=int, required=True, help="number of worker processes")
+    p.add_argument("--backend", choices=("tensorflow", "jax"),
+                   help="Keras backend of the workers (default: KERAS_BACKEND, else tensorflow)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the lmlab command and its options")
+    p.set_defaults(func=cmd_launch)
 
     p = commands.add_parser("eval", help="perplexity and bits per byte of a run's model")
     p.add_argument("run")
@@ -328,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     from lmlab.interop.commands import add_interop_commands  # lmlab export, lmlab import
 
     add_interop_commands(commands)
+
+    from lmlab.fill_mask import add_command as add_fill_mask_command  # lmlab fill-mask (encoder runs)
+
+    add_fill_mask_command(commands)
 
     p = commands.add_parser("compare", help="train several models under one budget; tables, plots and a report",
                             description="Run an experiment file (YAML): every run in its own run folder, one after "

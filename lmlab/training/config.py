@@ -46,6 +46,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_seconds: float = 0.0  # wall-clock limit of the training loop; 0: none (stops, checkpoints, says why)
     skip_bad_batches: bool = False  # a batch with a NaN/inf loss or gradient: skip it (no update) instead of stopping
+    distribute: str = "none"  # none | data | model: across devices and processes (docs/distributed.md)
+    mesh: str = ""  # distribute=model: "batch=B,model=M"; empty: batch=1, model=every device
 
     def __post_init__(self):
         for name in ("data", "family", "preset", "precision"):
@@ -76,6 +78,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {_show(value)}")
         if not isinstance(self.skip_bad_batches, bool):
             raise ConfigError(f"skip_bad_batches must be true or false, got {_show(self.skip_bad_batches)}")
+        from lmlab.distribute.mesh import check as check_distribute
+
+        check_distribute(self.distribute, self.mesh)
         if self.warmup_steps >= self.max_steps:
             raise ConfigError(f"warmup_steps ({self.warmup_steps}) must be less than max_steps ({self.max_steps})")
         if self.precision not in PRECISIONS:

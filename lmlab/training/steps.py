@@ -22,10 +22,21 @@ import keras
 import numpy as np
 from keras import ops
 
+from lmlab.errors import ConfigError
+
 
 def token_loss(targets, logits):
     """Per-token negative log-likelihood in float32, ``(B, T)``."""
     return ops.sparse_categorical_crossentropy(targets, ops.cast(logits, "float32"), from_logits=True)
+
+
+def mean_loss(targets, logits, weights=None):
+    """Mean token loss; with ``weights`` (masked-LM: 1 at the masked positions) the weighted mean."""
+    nll = token_loss(targets, logits)
+    if weights is None:
+        return ops.mean(nll)
+    weights = ops.cast(weights, "float32")
+    return ops.sum(nll * weights) / ops.maximum(ops.sum(weights), 1.0)
 
 
 def global_norm(tensors):
@@ -37,8 +48,10 @@ def all_finite(loss, norm):
 
 
 class Stepper:
-    def __init__(self, model, optimizer=None, grad_accum: int = 1, skip_bad: bool = False):
+    def __init__(self, model, optimizer=None, grad_accum: int = 1, skip_bad: bool = False, placement=None):
         self.model, self.optimizer, self.grad_accum, self.skip_bad = model, optimizer, grad_accum, skip_bad
+        # Across devices (lmlab.distribute): TensorFlow gets the strategy's step, JAX lays out each batch.
+        self.placement = placement if getattr(placement, "kind", "none") != "none" else None
         self.backend = keras.backend.backend()
         if self.backend == "tensorflow":
             self._build_tensorflow()
@@ -53,15 +66,19 @@ class Stepper:
         import tensorflow as tf
 
         model, optimizer, accum, skip_bad = self.model, self.optimizer, self.grad_accum, self.skip_bad
+        if self.placement is not None:
+            self._train, self._evaluate = self.placement.steps(model, optimizer, accum, skip_bad)
+            return
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def train(x, y, loss_weight):
+        def train(x, y, loss_weight, weights=None):
             variables = model.trainable_variables
             grads = [tf.zeros_like(v) for v in variables]
             total = 0.0
             for i in range(accum):
                 with tf.GradientTape() as tape:
-                    loss = ops.mean(token_loss(y[i], model(x[i], training=True))) * loss_weight
+                    loss = mean_loss(y[i], model(x[i], training=True), None if weights is None else weights[i]) \
+                        * loss_weight
                     scaled = optimizer.scale_loss(loss)
                 for j, g in enumerate(tape.gradient(scaled, variables)):
                     grads[j] += g
@@ -92,19 +109,20 @@ class Stepper:
 
         model, optimizer, accum, skip_bad = self.model, self.optimizer, self.grad_accum, self.skip_bad
 
-        def loss_fn(trainable, non_trainable, x, y, loss_weight):
+        def loss_fn(trainable, non_trainable, x, y, loss_weight, weights=None):
             logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-            return ops.mean(token_loss(y, logits)) * loss_weight, non_trainable
+            return mean_loss(y, logits, weights) * loss_weight, non_trainable
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
         @jax.jit
-        def train(state, x, y, loss_weight):
+        def train(state, x, y, loss_weight, weights=None):
             trainable, non_trainable, optimizer_vars = state
             grads = [jax.numpy.zeros_like(v) for v in trainable]
             total = 0.0
             for i in range(accum):
-                (loss, non_trainable), g = grad_fn(trainable, non_trainable, x[i], y[i], loss_weight)
+                (loss, non_trainable), g = grad_fn(trainable, non_trainable, x[i], y[i], loss_weight,
+                                                   None if weights is None else weights[i])
                 grads = [a + b for a, b in zip(grads, g)]
                 total += loss
             grads = [g / accum for g in grads]
@@ -138,11 +156,27 @@ class Stepper:
 
     # ---------------------------------------------------------- API
 
-    def train(self, x: np.ndarray, y: np.ndarray, loss_weight: float = 1.0) -> tuple[float, float]:
-        """One optimizer step on ``(A, B, T)`` arrays; returns (loss, gradient norm)."""
+    def train(self, x: np.ndarray, y: np.ndarray, loss_weight: float = 1.0,
+              weights: np.ndarray | None = None) -> tuple[float, float]:
+        """One optimizer step on ``(A, B, T)`` arrays; returns (loss, gradient norm).
+
+        ``weights`` ``(A, B, T)``: which targets count (a masked LM's masked positions); default all.
+        """
         weight = np.float32(loss_weight)  # an array, not a Python float: one compiled step for every value
+        if weights is not None:  # masked LM: not (yet) through a multi-device placement
+            if self.placement is not None:
+                raise ConfigError("masked-LM training runs on one device; leave the distribution setting off")
+            if self.backend == "tensorflow":
+                loss, norm = self._train(x, y, weight, weights)
+            else:
+                self._state, loss, norm = self._jax_train(self._jax_state(), x, y, weight, weights)
+            return float(loss), float(norm)
         if self.backend == "tensorflow":
             loss, norm = self._train(x, y, weight)
+        elif self.placement is not None:
+            self._state, loss, norm = self._jax_train(self._jax_state(), self.placement.batch(x),
+                                                      self.placement.batch(y), weight)
+            return self.placement.to_host(loss), self.placement.to_host(norm)
         else:
             self._state, loss, norm = self._jax_train(self._jax_state(), x, y, weight)
         return float(loss), float(norm)
@@ -153,6 +187,10 @@ class Stepper:
             total, count = self._evaluate(x, y, mask)
         else:
             trainable, non_trainable, _ = self._jax_state()
+            if self.placement is not None:
+                x, y, mask = (self.placement.replicate(a) for a in (x, y, mask))
+                total, count = self._jax_evaluate(trainable, non_trainable, x, y, mask)
+                return self.placement.to_host(total), self.placement.to_host(count)
             total, count = self._jax_evaluate(trainable, non_trainable, x, y, mask)
         return float(total), float(count)
 

@@ -30,6 +30,7 @@ import numpy as np
 from lmlab import registry
 from lmlab.data.loader import RandomWindows
 from lmlab.data.shards import load_manifest, open_split
+from lmlab.distribute import is_chief_process, placement_for
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.faults import poisoned_steps
 from lmlab.io import read_json, write_json
@@ -87,8 +88,9 @@ class Trainer:
             saved_config = TrainConfig.from_dict(read_run_config(self.run_dir)["train"])
             if config.skip_bad_batches:  # the one setting a resume may add (to get past a bad batch)
                 saved_config = dataclasses.replace(saved_config, skip_bad_batches=True)
-            config = saved_config
-        elif (self.run_dir / RUN_CONFIG).exists():
+            # Where a run runs is chosen at each start (a checkpoint loads on any placement); its maths is not.
+            config = dataclasses.replace(saved_config, distribute=config.distribute, mesh=config.mesh)
+        elif (self.run_dir / RUN_CONFIG).exists() and is_chief_process():
             raise ConfigError(f"{self.run_dir} already holds a run; resume it with --resume or choose another --out")
         if not config.data:
             raise ConfigError("data is not set: give --data DIR (a folder made by lmlab prepare)")
@@ -107,18 +109,32 @@ class Trainer:
         if self.valid_split is None:
             self.log("note: the data has no validation split; evaluation uses the training split")
         self.model_config = registry.model_config(config.family, config.preset, tokenizer.vocab_size, config.model)
+        self.placement = placement_for(config, self.model_config)  # before TensorFlow starts: it may split the CPU
         keras.config.set_dtype_policy("float32" if config.precision == "float32" else config.precision)
         keras.utils.set_random_seed(config.seed)
-        self.model = registry.build_model(self.model_config, seed=config.seed)
-        self.optimizer, self.schedule = build_optimizer(config, self.model)
+        with self.placement.scope():  # variables created with their devices and layouts
+            self.model = registry.build_model(self.model_config, seed=config.seed)
+            self.optimizer, self.schedule = build_optimizer(config, self.model)
+        if self.placement.kind != "none":
+            self.log(f"distributed: {self.placement.describe()}")
         from lmlab.training.steps import Stepper
 
-        self.stepper = Stepper(self.model, self.optimizer, config.grad_accum, skip_bad=config.skip_bad_batches)
+        self.stepper = Stepper(self.model, self.optimizer, config.grad_accum, skip_bad=config.skip_bad_batches,
+                               placement=self.placement)
         block = self.model_config.block_size
-        self.batches = RandomWindows(self.train_split, block, config.batch_size * config.grad_accum, config.seed)
-        self.valid_batches = RandomWindows(self.valid_split or self.train_split, block, config.batch_size,
-                                           config.seed + 1)
-        if not self.resume:
+        if registry.family(config.family).objective == "mlm":  # masked tokens instead of next tokens
+            from lmlab.training.masking import MaskedWindows
+
+            self.batches = MaskedWindows(self.train_split, self.model_config, tokenizer,
+                                         config.batch_size * config.grad_accum, config.seed)
+            self.valid_batches = MaskedWindows(self.valid_split or self.train_split, self.model_config, tokenizer,
+                                               config.batch_size, config.seed + 1)
+        else:
+            self.batches = RandomWindows(self.train_split, block, config.batch_size * config.grad_accum,
+                                         config.seed)
+            self.valid_batches = RandomWindows(self.valid_split or self.train_split, block, config.batch_size,
+                                               config.seed + 1)
+        if not self.resume and self.placement.is_chief:  # other workers of a distributed run write nothing
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tokenizer.save(self.run_dir / "tokenizer.json")
             write_json(self.run_dir / RUN_CONFIG, {
@@ -158,9 +174,10 @@ class Trainer:
                 self.log(f"resumed {self.run_dir} at step {step}")
         self.log(f"model: {_describe(self.model_config)}, {self.model.num_parameters():,} parameters, "
                  f"{self.model.flops_per_token():,} FLOPs/token; {self.train_split.tokens:,} training tokens")
-        writer = _TensorBoard(self.run_dir / "tensorboard")
-        bar = progress_bar(self.progress, "train", " step", config.max_steps, step)
-        log_file = open(self.run_dir / "log.jsonl", "a", encoding="utf-8")
+        chief = self.placement.is_chief
+        writer = _TensorBoard(self.run_dir / "tensorboard" if chief else None)
+        bar = progress_bar(self.progress and chief, "train", " step", config.max_steps, step)
+        log_file = open(self.run_dir / "log.jsonl" if chief else os.devnull, "a", encoding="utf-8")
         tokens_per_step = config.batch_size * config.grad_accum * self.model_config.block_size
         block, accum = self.model_config.block_size, config.grad_accum
         last_time, last_step = time.perf_counter(), step
@@ -170,9 +187,10 @@ class Trainer:
         stopped = "max_steps"
         try:
             while step < config.max_steps and not (config.max_seconds and elapsed >= config.max_seconds):
-                x, y = self.batches.batch(step)
+                x, y, *weights = self.batches.batch(step)  # masked LM: a third array, which targets count
                 loss, norm = self.stepper.train(x.reshape(accum, -1, block), y.reshape(accum, -1, block),
-                                                poison.get(step + 1, 1.0))
+                                                poison.get(step + 1, 1.0),
+                                                weights[0].reshape(accum, -1, block) if weights else None)
                 step += 1
                 if kill_after and step >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -224,11 +242,12 @@ class Trainer:
                     train_part = f"train loss {loss:.4f}" if good else "train batch skipped"
                     self.log(f"step {step}: {train_part}, val loss {val_loss:.4f}{' (best)' if improved else ''}")
                     self.stepper.sync()
-                    save_checkpoint(self.run_dir, step, self.model, self.optimizer,
-                                    {"val_loss": val_loss, "best_val_loss": best, "stale_evals": stale,
-                                     "elapsed_s": elapsed, "skipped_batches": skipped,
-                                     "data": self.batches.state() | {"step": step}},
-                                    best=improved, keep=config.keep_checkpoints)
+                    if chief:
+                        save_checkpoint(self.run_dir, step, self.model, self.optimizer,
+                                        {"val_loss": val_loss, "best_val_loss": best, "stale_evals": stale,
+                                         "elapsed_s": elapsed, "skipped_batches": skipped,
+                                         "data": self.batches.state() | {"step": step}},
+                                        best=improved, keep=config.keep_checkpoints)
                     result = {"step": step, "train_loss": loss if good else None, "val_loss": val_loss,
                               "best_val_loss": best}
                     if config.early_stopping and stale >= config.early_stopping:
@@ -248,14 +267,15 @@ class Trainer:
             stopped = "max_seconds"  # a resumed run that had already used its time
         result.update(parameters=int(self.model.num_parameters()), tokens_seen=step * tokens_per_step,
                       elapsed_s=elapsed, stopped=stopped)
-        write_json(self.run_dir / "results.json", result)
+        if chief:
+            write_json(self.run_dir / "results.json", result)
         return result
 
     def validation_loss(self) -> float:
         total = count = 0.0
         for index in range(self.config.eval_batches):
-            x, y = self.valid_batches.batch(index)  # the same windows at every evaluation
-            nll, n = self.stepper.evaluate(x, y, np.ones(x.shape, np.float32))
+            x, y, *weights = self.valid_batches.batch(index)  # the same windows at every evaluation
+            nll, n = self.stepper.evaluate(x, y, weights[0] if weights else np.ones(x.shape, np.float32))
             total, count = total + nll, count + n
         return total / count
 
@@ -279,7 +299,10 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = F
 
 
 class _TensorBoard:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path | None):
+        self._writer = None
+        if folder is None:  # a distributed run's other workers
+            return
         try:
             import tensorflow as tf
 
