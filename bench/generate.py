@@ -12,13 +12,13 @@ short random prompt (``--prompt``, 8 tokens), with a KV cache, for two GPT-2 sha
 * ``large``: 6 layers, 6 heads, 384 wide.
 
 Both use a block (``block_size`` / ``n_positions``) of 512, not the training benchmark's 64
-and 256: lmlab's cache has ``block_size`` slots, and the prompt plus 256 new tokens must fit
-(with a smaller block lmlab would rebuild its cache mid-run and ``transformers`` would run
-past its position table).
+and 256: the prompt plus 256 new tokens must fit (with a smaller block lmlab would rebuild its
+cache mid-run and ``transformers`` would run past its position table).
 
 * ``lmlab``: :func:`lmlab.generation.generate_ids` with ``SamplerConfig(temperature=0)``: a
   compiled (XLA) prefill, then compiled calls that each make up to 32 tokens in a loop
-  inside XLA, against per-layer key and value caches of 512 slots updated in place.
+  inside XLA, against per-layer key and value caches updated in place, as long as the
+  generation needs (prompt + new tokens rounded up to 64: 320 slots here).
 * ``transformers``: ``GPT2LMHeadModel.generate(do_sample=False, max_new_tokens=256,
   use_cache=True)`` under ``torch.inference_mode()`` (eager PyTorch, the library's default
   attention and cache), with no end token so that every run makes all 256 tokens.
@@ -56,15 +56,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import (THREADS, VOCAB, Budget, Worker, cpu_busy_s, own_cpu_s,  # noqa: E402
-                        tf_setup)
+from contenders import Budget, add_driver_arguments, interleave, serve, start_workers, timed_burst  # noqa: E402
+from train_step import THREADS, VOCAB, tf_setup  # noqa: E402
 
 BLOCK = 512
 SHAPES = {
     "small": dict(n_layer=4, n_head=4, d_model=128),
     "large": dict(n_layer=6, n_head=6, d_model=384),
 }
-QUIET = 0.25
 STEP_CALLS = 100
 
 
@@ -172,24 +171,12 @@ def worker(args) -> None:
     warm_s = time.perf_counter() - start
     if len(first) != args.new_tokens:
         raise SystemExit(f"{args.part}: expected {args.new_tokens} new tokens, got {len(first)}")
-    print(json.dumps({"ready": True, "warmup_s": round(warm_s, 3), "step_ms": step_ms(), "first_tokens": first[:8],
-                      **info}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if not command or command[0] == "quit":
-            break
-        times = []
-        busy, own, begin = cpu_busy_s(), own_cpu_s(), time.perf_counter()
-        for _ in range(int(command[1])):
-            t0 = time.perf_counter()
-            out = generate()
-            times.append(time.perf_counter() - t0)
-            if out != first:
-                raise SystemExit(f"{args.part}: greedy decoding changed between runs")
-        wall = time.perf_counter() - begin
-        own_s = own_cpu_s() - own
-        print(json.dumps({"times": times, "own_cores": round(own_s / wall, 2),
-                          "other_cores": round(max(0.0, cpu_busy_s() - busy - own_s) / wall, 2)}), flush=True)
+    def one_generation(_):
+        if generate() != first:
+            raise SystemExit(f"{args.part}: greedy decoding changed between runs")
+
+    serve({"warmup_s": round(warm_s, 3), "step_ms": step_ms(), "first_tokens": first[:8], **info},
+          lambda count: timed_burst(one_generation, count))
 
 
 # ---------------------------------------------------------------------------- driver (parent side)
@@ -199,26 +186,13 @@ def measure(args, budget: Budget, shape: str) -> dict:
     extra = ("--new-tokens", str(args.new_tokens), "--prompt", str(args.prompt))
     workers = []
     try:
-        for part in ("transformers", "lmlab"):
-            budget.wait(30)
-            w = Worker(args, part, shape, script=__file__, extra=extra)
-            workers.append(w)
-            try:
-                info = w.ready()
-            except RuntimeError as e:
-                log(str(e))
-                workers.pop()
-                continue
-            log(f"{part:>12} {shape}: built and warmed up in {info['start_s']} s (first generation "
-                f"{info['warmup_s']} s); bare one-token step {info['step_ms']} ms")
-        for r in range(args.runs):
-            for w in workers[r % len(workers):] + workers[:r % len(workers)]:
-                load = budget.wait(60)
-                b = w.burst(1)
-                flag = "" if b["other_cores"] <= QUIET else "  (disturbed: not counted)"
-                log(f"  run {r + 1}/{args.runs} {w.part:>12}: {b['times'][0]:.3f} s = "
-                    f"{args.new_tokens / b['times'][0]:,.1f} tokens/s; other processes {b['other_cores']} cores "
-                    f"(before: {load:.2f}){flag}")
+        workers = start_workers(args, budget, ("transformers", "lmlab"), shape, __file__, log, extra)
+        for w in workers:
+            log(f"{w.part:>12} {shape}: built and warmed up in {w.info['start_s']} s (first generation "
+                f"{w.info['warmup_s']} s); bare one-token step {w.info['step_ms']} ms")
+        interleave(workers, [1] * args.runs, budget, log, lambda r, w, count, b: (
+            f"run {r + 1}/{args.runs} {w.part:>12}: {b['times'][0]:.3f} s = "
+            f"{args.new_tokens / b['times'][0]:,.1f} tokens/s"))
         out = {}
         for w in workers:
             r = out[w.part] = {**w.summary(args.new_tokens), **{k: v for k, v in w.info.items() if k != "ready"}}
@@ -234,17 +208,10 @@ def measure(args, budget: Budget, shape: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="small,large")
+    add_driver_arguments(parser)
     parser.add_argument("--runs", type=int, default=5, help="timed generations per side (interleaved)")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--prompt", type=int, default=8, help="prompt length in tokens")
-    parser.add_argument("--tf-inter-op", type=int, default=1, help="TensorFlow inter-op threads (1 or 2)")
-    parser.add_argument("--idle-budget", type=float, default=300.0,
-                        help="seconds in all to wait for other processes to go quiet")
-    parser.add_argument("--verbose", action="store_true", help="show the workers' own stderr")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--part", help=argparse.SUPPRESS)
-    parser.add_argument("--shape", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)

@@ -70,16 +70,17 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contenders import (REPO, Budget, add_driver_arguments, interleave, serve, start_workers,  # noqa: E402
+                        timed_burst)
+
 VOCAB = 65
 THREADS = 2
-QUIET = 0.25  # cores other processes may keep busy during a burst that still counts
 SHAPES = {
     "small": dict(block=64, batch=12, n_layer=4, n_head=4, d_model=128, steps=100, warmup=10),
     "large": dict(block=256, batch=16, n_layer=6, n_head=6, d_model=384, steps=15, warmup=3),
@@ -108,69 +109,7 @@ def batches(shape: dict, count: int = 8, seed: int = 0):
     return out
 
 
-# ---------------------------------------------------------------------------- machine load
-
-
-def cpu_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:8]]  # user .. steal
-    except OSError:
-        return float("nan")
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-
-
-def own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def other_load(seconds: float = 1.0) -> float:
-    """Cores kept busy by other processes over ``seconds`` (this process sleeping meanwhile)."""
-    busy, own = cpu_busy_s(), own_cpu_s()
-    time.sleep(seconds)
-    return max(0.0, (cpu_busy_s() - busy) - (own_cpu_s() - own)) / seconds
-
-
-def wait_idle(limit_s: float, threshold: float = QUIET) -> float:
-    """Wait (up to ``limit_s``) until other processes use under ``threshold`` cores; returns their last load."""
-    deadline = time.monotonic() + limit_s
-    load = other_load()
-    while load > threshold and time.monotonic() < deadline:
-        load = other_load(2.0)
-    return load
-
-
-class Budget:
-    """Seconds left, in all, for waiting on other processes to go quiet."""
-
-    def __init__(self, seconds: float):
-        self.left = seconds
-
-    def wait(self, limit_s: float) -> float:
-        start = time.monotonic()
-        load = wait_idle(max(0.0, min(limit_s, self.left)))
-        self.left -= time.monotonic() - start
-        return load
-
-
 # ---------------------------------------------------------------------------- workers (child side)
-
-
-def timed_burst(step, data, offset: int, count: int) -> dict:
-    """``count`` steps timed one by one; ``step(x, y)`` must block until the step is done."""
-    times = []
-    busy, own, start = cpu_busy_s(), own_cpu_s(), time.perf_counter()
-    for i in range(count):
-        x, y = data[(offset + i) % len(data)]
-        t0 = time.perf_counter()
-        step(x, y)
-        times.append(time.perf_counter() - t0)
-    wall = time.perf_counter() - start
-    own_s = own_cpu_s() - own
-    return {"times": times, "own_cores": round(own_s / wall, 2),
-            "other_cores": round(max(0.0, cpu_busy_s() - busy - own_s) / wall, 2)}
 
 
 def torch_step(shape: dict, part: str):
@@ -324,7 +263,7 @@ def lmlab_step(shape: dict, part: str, inter_op: int):
 
 
 def worker(args) -> None:
-    """Child process: build and warm up, say so, then time bursts on request ("run N"; "quit")."""
+    """Child process: build and warm up, say so, then time bursts of steps on request."""
     shape = SHAPES[args.shape]
     if args.part.startswith("torch") or args.part == "transformers":
         step, data, info = torch_step(shape, args.part)
@@ -333,77 +272,18 @@ def worker(args) -> None:
     start = time.perf_counter()
     for i in range(shape["warmup"]):
         step(*data[i % len(data)])
-    print(json.dumps({"ready": True, "warmup_s": round(time.perf_counter() - start, 3), **info}), flush=True)
-    offset = shape["warmup"]
-    for line in sys.stdin:
-        command = line.split()
-        if not command or command[0] == "quit":
-            break
-        count = int(command[1])
-        print(json.dumps(timed_burst(step, data, offset, count)), flush=True)
-        offset += count
+    done = shape["warmup"]
+
+    def burst(count: int) -> dict:
+        nonlocal done
+        result = timed_burst(lambda i: step(*data[(done + i) % len(data)]), count)
+        done += count
+        return result
+
+    serve({"warmup_s": round(time.perf_counter() - start, 3), **info}, burst)
 
 
 # ---------------------------------------------------------------------------- driver (parent side)
-
-
-class Worker:
-    """A worker process of ``script`` (this file by default) for one contender, driven over pipes."""
-
-    def __init__(self, args, part: str, shape: str, script: str = __file__, extra: tuple = ()):
-        self.part, self.shape, self.bursts, self.info = part, shape, [], {}
-        command = [sys.executable, script, "--worker", "--part", part, "--shape", shape,
-                   "--tf-inter-op", str(args.tf_inter_op), *extra]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        # The worker's stderr (TensorFlow's chatter) goes to a scratch file, shown if the worker dies.
-        self.stderr = None if args.verbose else tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, bufsize=1)
-
-    def _reply(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            err = ""
-            if self.stderr is not None:
-                self.stderr.seek(0)
-                err = self.stderr.read()[-3000:]
-            raise RuntimeError(f"worker {self.part} {self.shape} died (exit {self.proc.wait()}):\n{err}")
-        return json.loads(line)
-
-    def ready(self) -> dict:
-        start = time.perf_counter()
-        self.info = self._reply()
-        self.info["start_s"] = round(time.perf_counter() - start, 1)
-        return self.info
-
-    def burst(self, count: int) -> dict:
-        self.proc.stdin.write(f"run {count}\n")
-        self.proc.stdin.flush()
-        result = self._reply()
-        self.bursts.append(result)
-        return result
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        if self.stderr is not None:
-            self.stderr.close()
-
-    def summary(self, tokens_per_step: int) -> dict:
-        quiet = [b for b in self.bursts if b["other_cores"] <= QUIET]
-        used = quiet or self.bursts
-        times = [t for b in used for t in b["times"]]
-        median = statistics.median(times)
-        return {"median_s": median, "mean_s": statistics.fmean(times), "steps": len(times),
-                "tokens_per_s": round(tokens_per_step / median, 1), "contended": not quiet,
-                "other_cores": max(b["other_cores"] for b in used), "warmup_s": self.info.get("warmup_s")}
 
 
 def measure(args, budget: Budget, parts, shape: str, steps: int) -> dict:
@@ -411,29 +291,15 @@ def measure(args, budget: Budget, parts, shape: str, steps: int) -> dict:
     s = SHAPES[shape]
     workers = []
     try:
-        for part in parts:
-            budget.wait(30)
-            w = Worker(args, part, shape)
-            workers.append(w)
-            try:
-                info = w.ready()
-            except RuntimeError as e:
-                log(str(e))
-                workers.pop()
-                continue
-            log(f"{part:>15} {shape}: built and warmed up in {info['start_s']} s "
-                f"({s['warmup']} steps {info['warmup_s']} s)")
+        workers = start_workers(args, budget, parts, shape, __file__, log)
+        for w in workers:
+            log(f"{w.part:>15} {shape}: built and warmed up in {w.info['start_s']} s "
+                f"({s['warmup']} steps {w.info['warmup_s']} s)")
         rounds = max(1, min(args.rounds, steps))
         per_round = [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
-        for r, count in enumerate(per_round):
-            order = workers[r % len(workers):] + workers[:r % len(workers)] if workers else []
-            for w in order:
-                load = budget.wait(60)
-                b = w.burst(count)
-                flag = "" if b["other_cores"] <= QUIET else "  (disturbed: not counted)"
-                log(f"  round {r + 1}/{rounds} {w.part:>15}: {count} steps, median "
-                    f"{statistics.median(b['times']) * 1e3:8.1f} ms; other processes {b['other_cores']} cores "
-                    f"(before: {load:.2f}){flag}")
+        interleave(workers, per_round, budget, log, lambda r, w, count, b: (
+            f"round {r + 1}/{rounds} {w.part:>15}: {count} steps, median "
+            f"{statistics.median(b['times']) * 1e3:8.1f} ms"))
         tokens = s["batch"] * s["block"]
         out = {}
         for w in workers:
@@ -449,19 +315,12 @@ def measure(args, budget: Budget, parts, shape: str, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="small,large")
-    parser.add_argument("--tf-inter-op", type=int, default=1, help="TensorFlow inter-op threads (1 or 2)")
+    add_driver_arguments(parser)
     parser.add_argument("--steps-small", type=int, default=SHAPES["small"]["steps"])
     parser.add_argument("--steps-large", type=int, default=SHAPES["large"]["steps"])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved bursts per contender")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=False,
                         help="also time the pieces of lmlab's step (see the module docstring)")
-    parser.add_argument("--idle-budget", type=float, default=300.0,
-                        help="seconds in all to wait for other processes to go quiet")
-    parser.add_argument("--verbose", action="store_true", help="show the workers' own stderr")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--part", help=argparse.SUPPRESS)
-    parser.add_argument("--shape", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
