@@ -108,51 +108,105 @@ def test_a_pair_longer_than_the_context_is_refused(wordpiece):
         encode_inputs(wordpiece, special, 16, ENGLISH[:80], ENGLISH[80:160])
 
 
-def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, tmp_path, cli):
-    tokenizer_file = tmp_path / "tokenizer.json"
+@pytest.fixture(scope="module")
+def pretrained(wordpiece, tmp_path_factory):
+    """A tiny encoder pretrained through the CLI (prepare, then train) on the two texts."""
+    from lmlab.cli import main
+
+    root = tmp_path_factory.mktemp("mlm")
+    tokenizer_file = root / "tokenizer.json"
     tokenizer_file.write_text(wordpiece.hf_json(), encoding="utf-8")
-    (tmp_path / "text.txt").write_text("\n\n".join([ENGLISH, CHINESE] * 30), encoding="utf-8")
-    code, _, err = cli("prepare", tmp_path / "text.txt", "--out", tmp_path / "data", "--tokenizer", tokenizer_file,
-                       "--split", "0.8,0.1,0.1", "--no-dedup", "--quiet")
-    assert code == 0, err
-    code, out, err = cli("train", "--data", tmp_path / "data", "--model", "encoder", "--preset", "debug",
-                         "--max-steps", 40, "--set", "warmup_steps=4", "--set", "learning_rate=3e-3",
-                         "--set", "eval_interval=20", "--set", "log_interval=5", "--set", "batch_size=8",
-                         "--set", "model.whole_word=true", "--out", tmp_path / "run", "--quiet")
-    assert code == 0, err
-    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
-              if "loss" in r]
+    (root / "text.txt").write_text("\n\n".join([ENGLISH, CHINESE] * 30), encoding="utf-8")
+    assert main([str(a) for a in ("prepare", root / "text.txt", "--out", root / "data", "--tokenizer", tokenizer_file,
+                                  "--split", "0.8,0.1,0.1", "--no-dedup", "--quiet")]) == 0
+    assert main([str(a) for a in ("train", "--data", root / "data", "--model", "encoder", "--preset", "debug",
+                                  "--max-steps", 24, "--set", "warmup_steps=4", "--set", "learning_rate=3e-3",
+                                  "--set", "eval_interval=12", "--set", "log_interval=5", "--set", "batch_size=8",
+                                  "--set", "model.whole_word=true", "--out", root / "run", "--quiet")]) == 0
+    return root / "run"
+
+
+def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, pretrained, cli):
+    losses = [r["loss"] for r in map(json.loads, (pretrained / "log.jsonl").read_text().splitlines()) if "loss" in r]
     # Masked LMs sit near the unigram distribution for their first hundred steps: a modest fall only.
     assert losses[-1] < losses[0] - 0.2
-    code, out, err = cli("eval", tmp_path / "run", "--json")
+    code, out, err = cli("eval", pretrained, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["masked_loss"] < math.log(wordpiece.vocab_size) - 0.2  # better than a uniform guess
     assert 0 <= result["masked_accuracy"] <= 1 and result["masked_tokens"] > 0 and result["pseudo_perplexity"] > 1
     assert "never with a causal model's perplexity" in result["note"]
-    code, out, err = cli("fill-mask", tmp_path / "run", "photographs of jumping [MASK] became", "--top-k", 3, "--json")
+    code, out, err = cli("fill-mask", pretrained, "photographs of jumping [MASK] became", "--top-k", 3, "--json")
     assert code == 0, err
     filled = json.loads(out)
     assert len(filled["masks"]) == 1 and len(filled["masks"][0]["candidates"]) == 3
     probabilities = [c["probability"] for c in filled["masks"][0]["candidates"]]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
-    code, _, err = cli("fill-mask", tmp_path / "run", "no mask here")
+    code, _, err = cli("fill-mask", pretrained, "no mask here")
     assert code == 1 and "has no [MASK]" in err
-    code, _, err = cli("generate", tmp_path / "run", "--prompt", "the")
+    code, _, err = cli("generate", pretrained, "--prompt", "the")
     assert code == 1 and "use lmlab fill-mask" in err
 
-    # Fine-tuning for classification from the [CLS] position.
-    rows = ["sentence\tlabel"] + [f"the foxes were {w} {i}\t{int(w == 'jumping')}" for i in range(12)
+
+def test_fine_tune_a_classifier_from_cls(pretrained, tmp_path, cli):
+    rows = ["sentence\tlabel"] + [f"the foxes were {w} {i}\t{int(w == 'jumping')}" for i in range(6)
                                    for w in ("jumping", "sleeping")]
     (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    code, out, err = cli("finetune", tmp_path / "run", "--task", "classify", "--train", tmp_path / "train.tsv",
-                         "--pooling", "cls", "--max-steps", 6, "--batch-size", 8, "--lr", "1e-3",
+    code, out, err = cli("finetune", pretrained, "--task", "classify", "--train", tmp_path / "train.tsv",
+                         "--pooling", "cls", "--max-steps", 3, "--batch-size", 8, "--lr", "1e-3",
                          "--out", tmp_path / "classifier", "--quiet")
     assert code == 0, err
     settings = json.loads((tmp_path / "classifier" / "config.json").read_text())
     assert settings["finetune"]["pooling"] == "cls" and settings["model"]["family"] == "encoder"
     code, out, err = cli("predict", tmp_path / "classifier", "the foxes were jumping 3", "--json")
     assert code == 0, err
-    code, _, err = cli("finetune", tmp_path / "run", "--task", "generate", "--train", tmp_path / "train.tsv",
+    code, _, err = cli("finetune", pretrained, "--task", "generate", "--train", tmp_path / "train.tsv",
                        "--out", tmp_path / "generator", "--quiet")
     assert code == 1 and "does not generate text" in err
+
+
+def squad_file(path, questions):
+    paragraphs = [{"context": ENGLISH, "qas": [{"id": str(i), "question": q, "answers": [{"text": a}]}
+                                               for i, (q, a) in enumerate(questions)]}]
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "foxes", "paragraphs": paragraphs}]}))
+    return path
+
+
+QUESTIONS = [("what were jumping over sleeping dogs?", "unbelievable foxes"), ("who watched?", "the photographers"),
+             ("what became popular?", "Photographs of jumping foxes"), ("what were the dogs doing?", "sleeping")] * 4
+
+
+def test_span_windows_hold_the_answer_tokens(wordpiece, tmp_path):
+    from lmlab.tasks.config import FinetuneConfig
+    from lmlab.tasks.span import SpanTask
+    from lmlab.tasks.squad import read_squad
+
+    examples = read_squad(squad_file(tmp_path / "qa.json", QUESTIONS[:4]))
+    task = SpanTask(FinetuneConfig(task="span"), wordpiece, 48, {}, log=lambda m: None)
+    task.lang = "en"
+    features = task._features(examples, training=True)
+    assert len(features) > len(examples)  # the context is longer than a window: several per question
+    for example_index, (_, answer) in enumerate(QUESTIONS[:4]):
+        holding = [f for f in features if f.example == example_index and f.start > 0]
+        assert holding, answer
+        for f in holding:
+            assert wordpiece.decode(f.ids[f.start:f.end + 1]) == answer
+            assert f.ids[0] == special_ids(wordpiece).cls and len(f.ids) <= 48
+    assert any(f.start == f.end == 0 for f in features)  # windows without the answer point at [CLS]
+    long_question = SpanTask(FinetuneConfig(task="span"), wordpiece, 16, {}, log=lambda m: None)
+    with pytest.raises(ConfigError, match="the question is .* tokens; with \\[CLS\\] and two \\[SEP\\] it leaves"):
+        long_question._features(examples, training=True)
+
+
+def test_fine_tune_and_evaluate_extractive_qa(pretrained, tmp_path, cli):
+    qa = squad_file(tmp_path / "qa.json", QUESTIONS)
+    code, out, err = cli("finetune", pretrained, "--task", "span", "--train", qa, "--valid", qa, "--max-steps", 3,
+                         "--batch-size", 8, "--lr", "1e-3", "--out", tmp_path / "qa", "--quiet")
+    assert code == 0, err
+    result = json.loads(out)
+    assert 0 <= result["val_exact_match"] <= result["val_f1"] <= 100
+    code, out, err = cli("evaluate-task", tmp_path / "qa", "--test", qa, "--json")
+    assert code == 0, err
+    scores = json.loads(out)
+    assert scores["questions"] == len(QUESTIONS) and scores["windows"] > len(QUESTIONS)
+    assert abs(scores["f1"] - result["val_f1"]) < 1e-6  # the saved best checkpoint scores as in validation

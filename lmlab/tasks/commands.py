@@ -49,7 +49,7 @@ def cmd_finetune(args) -> int:
         raise ConfigError("--augment applies to classification data (--task classify)")
     config = FinetuneConfig(
         task=args.task, pooling=args.pooling, freeze=args.freeze, class_weights=args.class_weights,
-        max_length=args.max_length,
+        max_length=args.max_length, doc_stride=args.doc_stride, max_answer_tokens=args.max_answer_tokens,
         template=args.template, truncate_source=args.truncate_source, max_new_tokens=args.max_new_tokens,
         augment=args.augment or "", augment_copies=args.augment_copies, valid_fraction=args.valid_fraction,
         lang=args.lang, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
@@ -158,7 +158,8 @@ def add_commands(commands) -> None:
         description="Fine-tune a pretrained run. classify: a head on the language model's pooled states; "
         "generate: prompt -> completion with the loss on the completion only. The result is a new folder.")
     p.add_argument("run", help="the pretrained run folder")
-    p.add_argument("--task", required=True, choices=("classify", "generate"))
+    p.add_argument("--task", required=True, choices=("classify", "generate", "span"),
+                   help="span: extractive QA (SQuAD format) with an encoder run")
     p.add_argument("--train", required=True, help="training file")
     p.add_argument("--valid", help="validation file (default: hold out --valid-fraction of the training file)")
     p.add_argument("--out", required=True, help="folder for the fine-tuned model")
@@ -180,6 +181,9 @@ def add_commands(commands) -> None:
     g.add_argument("--truncate-source", action="store_true",
                    help="cut an over-long source (or QA context) to fit the context instead of stopping")
     g.add_argument("--max-new-tokens", type=int, default=0, help="decoding budget (default: longest training target)")
+    g = p.add_argument_group("extractive QA (--task span, encoder runs)")
+    g.add_argument("--doc-stride", type=int, default=0, help="tokens between context windows (default: half a window)")
+    g.add_argument("--max-answer-tokens", type=int, default=30, help="longest answer span (default 30)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=float, default=3.0)
     g.add_argument("--max-steps", type=int, default=0, help="optimizer steps (default: from --epochs)")
@@ -207,7 +211,7 @@ def add_commands(commands) -> None:
     p = commands.add_parser("evaluate-task", help="score a fine-tuned folder on a test file; writes metrics JSON")
     p.add_argument("folder")
     p.add_argument("--test", required=True, help="test file")
-    p.add_argument("--task", choices=("classify", "generate"), help="check the folder's task")
+    p.add_argument("--task", choices=("classify", "generate", "span"), help="check the folder's task")
     p.add_argument("--metrics", help="generation metrics: rouge, bleu, squad (default: the template's)")
     p.add_argument("--lang", default="auto", help="language of the references (default: as fine-tuned)")
     p.add_argument("--out", help="metrics JSON (default DIR/metrics-TESTNAME.json)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lmlab.errors import ConfigError
 
-TASKS = ("classify", "generate")
+TASKS = ("classify", "generate", "span")  # span: extractive QA with an encoder (lmlab.tasks.span)
 POOLINGS = ("last", "mean", "cls")
 CLASS_WEIGHTS = ("none", "balanced")
 
@@ -32,6 +32,9 @@ class FinetuneConfig:
     template: str = "summarize"  # summarize | qa | translate | a template file
     truncate_source: bool = False  # cut an over-long source to fit instead of stopping
     max_new_tokens: int = 0  # decoding budget; 0: the longest training completion + 1, at most the context
+    # extractive QA (span)
+    doc_stride: int = 0  # tokens between the starts of a context's windows; 0: half a window
+    max_answer_tokens: int = 30  # the longest span predicted (BERT's run_squad max_answer_length)
     # data
     augment: str = ""  # augmentation operations for the training texts, e.g. "sr=0.1,rd=0.1"; "" for none
     augment_copies: int = 4
@@ -56,9 +59,10 @@ class FinetuneConfig:
         for name in ("freeze", "truncate_source"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("batch_size", "augment_copies"):
+        for name in ("batch_size", "augment_copies", "max_answer_tokens"):
             _integer(self, name, 1)
-        for name in ("max_steps", "max_new_tokens", "max_length", "eval_interval", "early_stopping", "seed"):
+        for name in ("max_steps", "max_new_tokens", "max_length", "eval_interval", "early_stopping", "seed",
+                     "doc_stride"):
             _integer(self, name, 0)
         for name in ("learning_rate", "epochs"):
             if not _number(getattr(self, name)) or getattr(self, name) <= 0:

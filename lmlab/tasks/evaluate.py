@@ -34,6 +34,10 @@ def evaluate_task(folder, test, task: str | None = None, decode: DecodeConfig | 
     started = time.perf_counter()
     if finetuned.task == "classify":
         result, rows = _classification(finetuned, test, options, limit)
+    elif finetuned.task == "span":
+        from lmlab.tasks.span import evaluate_span
+
+        result, rows = evaluate_span(finetuned, test, limit)
     else:
         result, rows = _generation(finetuned, test, options, limit, decode or DecodeConfig(), max_new_tokens, metrics,
                                    progress)

@@ -51,9 +51,13 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
 
         task = ClassifyTask(config, base.tokenizer, base.model.config.block_size, options, log,
                             prefix=input_prefix(base.model, base.tokenizer))
+    elif config.task == "span":
+        from lmlab.tasks.span import SpanTask
+
+        task = SpanTask(config, base.tokenizer, base.model.config.block_size, options, log)
     elif base.model.config.family == "encoder":
         raise ConfigError("an encoder (masked language model) does not generate text: fine-tune it with "
-                          "--task classify")
+                          "--task classify or --task span")
     else:
         from lmlab.tasks.generate import GenerateTask
 
@@ -69,7 +73,8 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
         batch_size=config.batch_size, max_steps=total, learning_rate=config.learning_rate,
         min_learning_rate=config.learning_rate / 10, warmup_steps=warmup, weight_decay=config.weight_decay,
         grad_clip=config.grad_clip, seed=config.seed), model)
-    stepper = TaskStepper(model, optimizer, return_outputs=config.task == "classify")
+    stepper = TaskStepper(model, optimizer, return_outputs=config.task != "generate",
+                          **({"loss_fn": task.loss_fn} if hasattr(task, "loss_fn") else {}))
     interval = config.eval_interval or per_epoch
 
     if overwrite and (out / CONFIG).exists():

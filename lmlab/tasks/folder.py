@@ -95,7 +95,7 @@ def read_config(folder) -> dict:
     if not (folder / CONFIG).exists():
         raise ConfigError(f"{folder}: not a fine-tuned folder (no {CONFIG})")
     config = read_json(folder / CONFIG, "fine-tuned config")
-    if config.get("task") not in ("classify", "generate"):
+    if config.get("task") not in ("classify", "generate", "span"):
         raise ConfigError(f"{folder}: not a fine-tuned folder (its {CONFIG} names no task); "
                           f"fine-tune a run with lmlab finetune first")
     return config
@@ -141,6 +141,17 @@ def _load(folder: Path, which: str) -> Finetuned:
         classifier = SequenceClassifier(run.model, len(config["classify"]["labels"]), settings["pooling"],
                                         settings["freeze"])
         classifier(np.zeros((1, 1), np.int32), np.ones(1, np.int32))  # built, as Keras's stateless calls need
+        tensors = _load_tensors(run.checkpoint / HEAD_FILE)
+        for name, variable in (("kernel", classifier.head.kernel), ("bias", classifier.head.bias)):
+            if name not in tensors or tuple(tensors[name].shape) != tuple(variable.shape):
+                raise ConfigError(f"{run.checkpoint / HEAD_FILE}: {name} missing or of the wrong shape "
+                                  f"(expected {tuple(variable.shape)})")
+            variable.assign(tensors[name].astype(variable.dtype))
+    if config["task"] == "span":  # extractive QA: the start/end head (lmlab.tasks.span)
+        from lmlab.tasks.span import SpanExtractor
+
+        classifier = SpanExtractor(run.model)
+        classifier(np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32), np.ones(1, np.int32))
         tensors = _load_tensors(run.checkpoint / HEAD_FILE)
         for name, variable in (("kernel", classifier.head.kernel), ("bias", classifier.head.bias)):
             if name not in tensors or tuple(tensors[name].shape) != tuple(variable.shape):

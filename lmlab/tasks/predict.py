@@ -22,6 +22,9 @@ def predict(folder, texts: Sequence[str] = (), file=None, decode: DecodeConfig |
         raise ConfigError("nothing to predict: give texts or --file FILE")
     options = dict(data_options or {})
     finetuned = load_finetuned(folder, checkpoint)
+    if finetuned.task == "span":
+        raise ConfigError(f"{folder} answers questions from a context: score it with lmlab evaluate-task --test "
+                          "FILE (SQuAD format)")
     if finetuned.task == "classify":
         from lmlab.tasks.classify import classify_texts
         from lmlab.tasks.labelled import read_labelled
