@@ -149,7 +149,8 @@ def cmd_train(args) -> int:
 def cmd_launch(args) -> int:
     from lmlab.distribute.launch import launch
 
-    return launch(args.workers, args.command, backend=args.backend, log=_log)
+    command = ["--debug", *args.command] if args.debug else args.command  # tracebacks from the workers too
+    return launch(args.workers, command, backend=args.backend, log=_log)
 
 
 def cmd_eval(args) -> int:

@@ -6,7 +6,8 @@ tests/distributed_scenarios.py. One module-scoped chain covers the TensorFlow cl
 1. one process with two CPU logical devices trains the tiny run on one device, then with
    MirroredStrategy at the same global batch, killed after step 6 (its checkpoint is at step 4);
 2. ``lmlab launch --workers 2`` resumes the killed run as two processes with
-   MultiWorkerMirroredStrategy on loopback ports, to the end.
+   MultiWorkerMirroredStrategy on loopback ports, to the end, with ``--skip-bad-batches`` and the
+   last batch poisoned (NaN) by the fault-injection hook: that step must be skipped on both workers.
 
 Tolerance against one device: 1e-5 (absolute, on losses near 4). Two replicas average two half-batch
 means where one device averages the whole batch, so the sums are rounded in another order (the
@@ -29,6 +30,7 @@ from tests.conftest import REPO, data_path
 from tests.distributed_scenarios import KILL_AT, TINY
 
 SCENARIOS = str(REPO / "tests" / "distributed_scenarios.py")
+POISONED = TINY["max_steps"]  # the resumed run's last batch
 ONE_DEVICE_TOLERANCE = 1e-5
 RESUME_TOLERANCE = 1e-6
 
@@ -79,8 +81,8 @@ def tensorflow_runs(tiny_data, jax_scenario):
     assert killed.returncode == -9, killed.stderr[-3000:]
     before_resume = log_records(out / "mirrored")
     args = [sys.executable, "-m", "lmlab", "launch", "--workers", "2", "--backend", "tensorflow",
-            "train", "--resume", str(out / "mirrored"), "--distribute", "data"]
-    resumed = run(args)
+            "train", "--resume", str(out / "mirrored"), "--distribute", "data", "--skip-bad-batches"]
+    resumed = run(args, env={"LMLAB_TEST_POISON_STEPS": str(POISONED)})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return out, before_resume, resumed.stderr
 
@@ -99,21 +101,23 @@ def test_mirrored_strategy_on_two_devices_matches_one_device(tensorflow_runs):
 
 def test_killed_distributed_run_resumes_exactly_as_two_processes(tensorflow_runs):
     out, before_resume, log = tensorflow_runs
-    assert "resumed" in log and "MultiWorkerMirroredStrategy" in log or "CollectiveAllReduceStrategy" in log
-    assert "2 replica(s) in 2 process(es)" in log
+    assert "resumed" in log and "MultiWorkerMirroredStrategy, 2 replica(s) in 2 process(es)" in log
     resumed, before, one = (losses(log_records(out / "mirrored")), losses(before_resume),
                             losses(log_records(out / "one")))
-    assert sorted(resumed) == list(range(1, TINY["max_steps"] + 1))
+    assert sorted(resumed) == list(range(1, POISONED))
     checkpoint = TINY["eval_interval"]
     for step in range(checkpoint + 1, KILL_AT):  # the steps logged before the kill, run again from step 4
         assert resumed[step] == pytest.approx(before[step], abs=RESUME_TOLERANCE), step
-    for step in range(checkpoint + 1, TINY["max_steps"] + 1):
+    for step in range(checkpoint + 1, POISONED):
         assert resumed[step] == pytest.approx(one[step], abs=ONE_DEVICE_TOLERANCE), step
     results = json.loads((out / "mirrored" / "results.json").read_text())
     assert results["step"] == TINY["max_steps"] and results["tokens_seen"] == 8 * 4 * 32
-    # Only the chief wrote: one set of lines per step after the resume point.
-    steps = [r["step"] for r in log_records(out / "mirrored") if "loss" in r]
-    assert steps == list(range(1, KILL_AT)) + list(range(checkpoint + 1, TINY["max_steps"] + 1))
+    # Only the chief wrote: one set of lines per step after the resume point, and one skipped batch.
+    records = log_records(out / "mirrored")
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, KILL_AT)) + list(range(checkpoint + 1,
+                                                                                                POISONED))
+    assert [r["step"] for r in records if r.get("skipped_batch")] == [POISONED]
+    assert "skipped a bad batch" in log
 
 
 def test_model_parallel_transformer_on_eight_jax_devices(jax_scenario):

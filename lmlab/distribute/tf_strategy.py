@@ -25,6 +25,7 @@ machine took 37 s against 19 s for a 5-step debug run, and CPU replicas
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from lmlab.distribute import is_chief_process
@@ -81,7 +82,7 @@ class TensorFlowData:
         self.processes = max(workers, 1)
 
     def describe(self) -> str:
-        kind = type(self.strategy).__name__
+        kind = "MultiWorkerMirroredStrategy" if self.processes > 1 else "MirroredStrategy"
         return f"{kind}, {self.replicas} replica(s) in {self.processes} process(es)"
 
     def scope(self):
@@ -92,7 +93,7 @@ class TensorFlowData:
         import tensorflow as tf
         from keras import ops
 
-        from lmlab.training.steps import all_finite, global_norm, token_loss
+        from lmlab.training.steps import global_norm, token_loss
 
         if hasattr(optimizer, "inner_optimizer"):
             raise ConfigError("precision mixed_float16 (loss scaling) is not supported with distribute on "
@@ -115,7 +116,7 @@ class TensorFlowData:
                 total += loss
             return total / accum, [g / accum for g in grads]
 
-        def replica_step(x, y, loss_weight):
+        def replica_gradients(x, y, loss_weight):
             loss, grads = local_gradients(x, y, loss_weight)
             context = tf.distribute.get_replica_context()
             loss, grads = context.all_reduce(tf.distribute.ReduceOp.MEAN, [loss, grads])
@@ -124,22 +125,32 @@ class TensorFlowData:
                 scale = clip * ops.minimum(1.0 / norm, 1.0 / clip)
                 grads = [g * scale for g in grads]
             # Keras's TensorFlow optimizer sums the replicas' gradients: hand it each replica's share.
-            grads = [g / replicas for g in grads]
+            return loss, norm, [g / replicas for g in grads]
 
-            def update():
-                optimizer.apply(grads, model.trainable_variables)
-                return tf.constant(True)
+        def replica_apply(grads):
+            # Passed in from outside, the gradients have no device; the all-reduce needs one to gather to.
+            optimizer.apply([tf.identity(g) for g in grads], model.trainable_variables)
 
-            if skip_bad:
-                tf.cond(all_finite(loss, norm), update, lambda: tf.constant(False))
-            else:
-                update()
-            return loss, norm
+        def first(value):
+            return strategy.experimental_local_results(value)[0]
 
         @tf.function(reduce_retracing=True)
         def distributed_train(x, y, loss_weight):
-            loss, norm = strategy.run(replica_step, args=(x, y, loss_weight))
-            return strategy.experimental_local_results(loss)[0], strategy.experimental_local_results(norm)[0]
+            loss, norm, grads = strategy.run(replica_gradients, args=(x, y, loss_weight))
+            strategy.run(replica_apply, args=(grads,))
+            return first(loss), first(norm)
+
+        # Skipping a bad batch: the optimizer's all-reduce cannot sit inside a tf.cond in a replica
+        # (tf.distribute refuses a merge_call there), so the gradients come back and the update is
+        # a second call, made only when the loss and the norm are finite.
+        @tf.function(reduce_retracing=True)
+        def distributed_gradients(x, y, loss_weight):
+            loss, norm, grads = strategy.run(replica_gradients, args=(x, y, loss_weight))
+            return first(loss), first(norm), grads
+
+        @tf.function(reduce_retracing=True)
+        def distributed_apply(grads):
+            strategy.run(replica_apply, args=(grads,))
 
         @tf.function(jit_compile=xla, reduce_retracing=True)
         def evaluate(x, y, mask):  # on one device: every replica holds the same weights
@@ -153,6 +164,11 @@ class TensorFlowData:
                 return strategy.experimental_distribute_values_from_function(
                     lambda ctx: array[:, ctx.replica_id_in_sync_group * per:(ctx.replica_id_in_sync_group + 1) * per])
 
-            return distributed_train(shard(x), shard(y), loss_weight)
+            if not skip_bad:
+                return distributed_train(shard(x), shard(y), loss_weight)
+            loss, norm, grads = distributed_gradients(shard(x), shard(y), loss_weight)
+            if math.isfinite(float(loss)) and math.isfinite(float(norm)):
+                distributed_apply(grads)
+            return loss, norm
 
         return train, evaluate
