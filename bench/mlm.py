@@ -87,13 +87,52 @@ def run(name: str, out: Path, seconds: float, steps: int) -> dict:
     }
 
 
+def tasks(out: Path, seconds_steps: dict) -> dict:
+    """Fine-tune the WikiText-2 encoder on SST-2 (classification from [CLS]) and on part of the SQuAD v1.1 dev
+    file (extractive QA); the same SST-2 split as bench/applications.py (its first 20,000 training sentences,
+    5% held out at random with seed 0)."""
+    from lmlab.tasks.finetune import split_off
+    from lmlab.tasks.labelled import read_labelled
+
+    folder, base = out / "tasks", out / "wikitext2" / "run"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[:20_001]
+    (folder / "sst2-20k.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    kept, valid = split_off(list(read_labelled(folder / "sst2-20k.tsv")), 0.05, 0, "sst2")
+    for name, examples in (("train", kept), ("valid", valid)):
+        rows = ["sentence\tlabel"] + [f"{' '.join(e.text.split())}\t{e.label}" for e in examples]
+        (folder / f"sst2-{name}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    squad = json.loads((DATA / "squad" / "dev-v1.1.json").read_text(encoding="utf-8"))
+    (folder / "squad-train.json").write_text(json.dumps({"version": "1.1", "data": squad["data"][:-8]}))
+    (folder / "squad-test.json").write_text(json.dumps({"version": "1.1", "data": squad["data"][-8:]}))
+    results = {}
+    if not (folder / "sst2" / "results.json").exists():
+        lmlab("finetune", base, "--task", "classify", "--pooling", "cls", "--train", folder / "sst2-train.tsv",
+              "--valid", folder / "sst2-valid.tsv", "--max-steps", seconds_steps["sst2"], "--batch-size", 32,
+              "--lr", "5e-4", "--eval-interval", 100, "--out", folder / "sst2", "--quiet", "--overwrite")
+    results["sst2"] = json.loads(lmlab("evaluate-task", folder / "sst2", "--test", DATA / "sst2" / "dev.tsv",
+                                       "--json"))
+    if not (folder / "squad" / "results.json").exists():
+        lmlab("finetune", base, "--task", "span", "--train", folder / "squad-train.json", "--limit", 3000,
+              "--valid-fraction", 0.05, "--max-steps", seconds_steps["squad"], "--batch-size", 32, "--lr", "5e-4",
+              "--eval-interval", 100, "--out", folder / "squad", "--quiet", "--overwrite")
+    results["squad"] = json.loads(lmlab("evaluate-task", folder / "squad", "--test", folder / "squad-test.json",
+                                        "--limit", 300, "--json"))
+    return {name: {k: v for k, v in r.items() if isinstance(v, (int, float)) or k == "confusion_matrix"}
+            for name, r in results.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench-mlm")
     parser.add_argument("--seconds", type=float, default=270.0, help="training wall-clock budget per corpus")
     parser.add_argument("--steps", type=int, default=3000, help="step limit (the schedule's length)")
     parser.add_argument("--only", choices=sorted(CORPORA))
+    parser.add_argument("--tasks", action="store_true", help="fine-tune the WikiText-2 encoder on SST-2 and SQuAD")
     args = parser.parse_args()
+    if args.tasks:
+        print(json.dumps(tasks(Path(args.out), {"sst2": 300, "squad": 250})), flush=True)
+        return 0
     for name in [args.only] if args.only else list(CORPORA):
         print(json.dumps(run(name, Path(args.out), args.seconds, args.steps), ensure_ascii=False), flush=True)
     return 0
