@@ -1,8 +1,6 @@
-"""Scenarios of tests/test_distributed.py, each run as its own process (device counts are fixed at start-up).
+"""Scenarios of tests/test_distributed.py run as their own process (device counts are fixed at start-up).
 
-``python tests/distributed_scenarios.py tf-mirrored DATA OUT``: TensorFlow, two CPU logical devices
-(LMLAB_CPU_DEVICES=2). Trains the tiny run on one device (OUT/one), then with MirroredStrategy
-(OUT/mirrored), killed after KILL_AT steps by the trainer's fault-injection hook.
+``TINY``: the tiny training config of the TensorFlow scenarios (run through ``lmlab train``).
 
 ``python tests/distributed_scenarios.py jax-model OUT``: JAX, 8 virtual CPU devices. A Transformer
 unsharded, and the same weights (through a checkpoint) under ModelParallel on a batch=2 x model=4 mesh:
@@ -13,29 +11,11 @@ weights after it (brought back to one device through a checkpoint), as JSON.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 TINY = dict(preset="debug", batch_size=4, max_steps=8, warmup_steps=1, eval_interval=4, eval_batches=1,
             log_interval=1, learning_rate=3e-3, min_learning_rate=3e-4)
-KILL_AT = 7  # killed as step 7 ends, before its log line: steps 5 and 6 are logged before the kill and after the resume
-
-
-def tf_mirrored(data: str, out: str) -> None:
-    import tensorflow as tf
-
-    from lmlab.distribute.tf_strategy import split_cpu
-    from lmlab.training.config import TrainConfig
-    from lmlab.training.trainer import train
-
-    split_cpu(tf, 2)  # before the one-device run starts TensorFlow; that run uses the first device only
-    os.environ["LMLAB_CPU_DEVICES"] = "2"
-    quiet = lambda message: None  # noqa: E731
-    train(TrainConfig(data=data, **TINY), f"{out}/one", log=quiet)
-    os.environ["LMLAB_TEST_KILL_AFTER_STEPS"] = str(KILL_AT)
-    train(TrainConfig(data=data, distribute="data", **TINY), f"{out}/mirrored", log=quiet)
-    raise SystemExit("the mirrored run was not killed")
 
 
 def jax_model(out: str) -> None:
@@ -101,9 +81,7 @@ def jax_model(out: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "tf-mirrored":
-        tf_mirrored(sys.argv[2], sys.argv[3])
-    elif sys.argv[1] == "jax-model":
+    if sys.argv[1] == "jax-model":
         jax_model(sys.argv[2])
     else:
         raise SystemExit(f"unknown scenario {sys.argv[1]}")

@@ -1,10 +1,11 @@
 """Distributed training on tf.distribute and keras.distribution, on this one machine.
 
-Each scenario is its own process (device counts are fixed when TensorFlow or JAX starts); see
-tests/distributed_scenarios.py. One module-scoped chain covers the TensorFlow claims:
+Each scenario is its own process (device counts are fixed when TensorFlow or JAX starts); the JAX
+one is tests/distributed_scenarios.py. One module-scoped chain covers the TensorFlow claims:
 
-1. one process with two CPU logical devices trains the tiny run on one device, then with
-   MirroredStrategy at the same global batch, killed after step 6 (its checkpoint is at step 4);
+1. the tiny run trains on one device (in the background) and, in a process with two CPU logical
+   devices, with MirroredStrategy at the same global batch, killed as step 7 ends (its checkpoint
+   is at step 4);
 2. ``lmlab launch --workers 2`` resumes the killed run as two processes with
    MultiWorkerMirroredStrategy on loopback ports, to the end, with ``--skip-bad-batches`` and the
    last batch poisoned (NaN) by the fault-injection hook: that step must be skipped on both workers.
@@ -16,6 +17,7 @@ differences seen are ~5e-7). A resumed run against the same steps before the kil
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,7 +29,9 @@ from lmlab.data import prepare
 from lmlab.errors import ConfigError
 from lmlab.training.config import TrainConfig
 from tests.conftest import REPO, data_path
-from tests.distributed_scenarios import KILL_AT, TINY
+from tests.distributed_scenarios import TINY
+
+KILL_AT = 7  # killed as step 7 ends, before its log line: steps 5 and 6 are logged before the kill and after
 
 SCENARIOS = str(REPO / "tests" / "distributed_scenarios.py")
 POISONED = TINY["max_steps"]  # the resumed run's last batch
@@ -58,32 +62,55 @@ def tiny_data(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def jax_scenario(tmp_path_factory):
-    """The JAX scenario, started at once: it runs beside the TensorFlow chain (most of each is compiling)."""
-    pytest.importorskip("jax")
-    out = tmp_path_factory.mktemp("jax")
-    process = subprocess.Popen([sys.executable, SCENARIOS, "jax-model", str(out)], cwd=REPO, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2",
-                                    "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-    yield process
-    if process.poll() is None:
-        process.kill()
-        process.communicate()
+def start(args, env):
+    return subprocess.Popen(args, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env})
+
+
+def train_args(data, *options):
+    args = [sys.executable, "-m", "lmlab", "train", "--data", str(data), "--quiet", *options]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={value}"]
+    return args
 
 
 @pytest.fixture(scope="module")
-def tensorflow_runs(tiny_data, jax_scenario):
+def background(tiny_data):
+    """The scenarios that wait for nothing, started at once beside the TensorFlow chain (they are mostly
+    compiling): the JAX model-parallel scenario and the one-device TensorFlow reference run."""
+    processes = {"one": start(train_args(tiny_data / "data", "--out", str(tiny_data / "runs" / "one")),
+                              {"KERAS_BACKEND": "tensorflow"})}
+    if importlib.util.find_spec("jax"):
+        processes["jax"] = start([sys.executable, SCENARIOS, "jax-model", str(tiny_data / "jax")],
+                                 {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    yield processes
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.fixture(scope="module")
+def jax_scenario(background):
+    if "jax" not in background:
+        pytest.skip("jax is not installed")
+    return background["jax"]
+
+
+@pytest.fixture(scope="module")
+def tensorflow_runs(tiny_data, background):
     out = tiny_data / "runs"
-    killed = run([sys.executable, SCENARIOS, "tf-mirrored", str(tiny_data / "data"), str(out)],
-                 env={"KERAS_BACKEND": "tensorflow"})
+    killed = run(train_args(tiny_data / "data", "--distribute", "data", "--out", str(out / "mirrored")),
+                 env={"KERAS_BACKEND": "tensorflow", "LMLAB_CPU_DEVICES": "2",
+                      "LMLAB_TEST_KILL_AFTER_STEPS": str(KILL_AT)})
     assert killed.returncode == -9, killed.stderr[-3000:]
     before_resume = log_records(out / "mirrored")
     args = [sys.executable, "-m", "lmlab", "launch", "--workers", "2", "--backend", "tensorflow",
             "train", "--resume", str(out / "mirrored"), "--distribute", "data", "--skip-bad-batches"]
     resumed = run(args, env={"LMLAB_TEST_POISON_STEPS": str(POISONED)})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _, stderr = background["one"].communicate(timeout=300)
+    assert background["one"].returncode == 0, stderr[-3000:]
     return out, before_resume, resumed.stderr
 
 
