@@ -31,6 +31,8 @@ def jax_model(out: str) -> None:
     from lmlab.training.steps import Stepper
     from lmlab.training.trainer import build_optimizer
     from lmlab.distribute.jax_mesh import JaxMesh
+    from lmlab.errors import ConfigError
+    from lmlab.models.rnn import preset as rnn_preset
     from lmlab.models.transformer import TransformerLM, build_transformer, preset
 
     assert len(keras.distribution.list_devices()) == 8
@@ -70,7 +72,14 @@ def jax_model(out: str) -> None:
     back = build_transformer(config, seed=3)
     load_checkpoint(Path(out, "checkpoints", "step-000001"), back)
     after_single, after_back = model_tensors(single), model_tensors(back)
+    try:
+        split_weights(rnn_preset("debug", vocab_size=67), 2)
+        rnn_error = ""
+    except ConfigError as error:
+        rnn_error = str(error)
     print(json.dumps({
+        "llama_split": split_weights(preset("llama-small", vocab_size=8000), 4),
+        "odd_vocab_split": split_weights(preset("debug", vocab_size=67), 4), "rnn_error": rnn_error,
         "mesh": parse_mesh(train_config.mesh), "split": split_weights(config, 4),
         "q_proj_shards": sorted(shards), "logits_max_diff": float(np.abs(logits_single - logits_sharded).max()),
         "loss_single": loss_single, "loss_sharded": loss_sharded,

@@ -158,6 +158,13 @@ def test_model_parallel_transformer_on_eight_jax_devices(jax_scenario):
     assert report["weights_moved"] > 1e-4  # the step changed the weights ...
     assert report["weights_max_diff"] < 1e-5  # ... the same way, read back on one device through a checkpoint
     assert report["distribution"]  # no global distribution left behind
+    # The layout for other shapes: llama-small's SwiGLU and grouped k/v split four ways; a 67-symbol
+    # embedding stays whole (4 does not divide it); a family without a layout is refused.
+    assert set(report["llama_split"]) >= {r".*mlp/(fc|gate_proj|up_proj)/kernel", r".*mlp/down_proj/kernel",
+                                          r".*attention/(k|v)_proj/kernel", r".*token_embedding/embeddings"}
+    assert r".*token_embedding/embeddings" not in report["odd_vocab_split"]
+    assert r".*attention/q_proj/kernel" in report["odd_vocab_split"]
+    assert "distribute=data" in report["rnn_error"]
 
 
 def test_distribute_settings_are_checked():
@@ -182,3 +189,4 @@ def test_launch_gives_each_worker_its_cluster_environment():
     assert [e["KERAS_DISTRIBUTION_PROCESS_ID"] for e in jax_envs] == ["0", "1", "2"]
     with pytest.raises(ConfigError, match="backend"):
         worker_environments(2, "torch")
+
