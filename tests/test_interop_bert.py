@@ -147,6 +147,10 @@ def test_exported_masked_lm_loads_in_transformers_with_equal_logits(tmp_path, to
     assert reference.mask_token == ("<mask>" if roberta else "[MASK]")
     saved = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert saved["max_position_embeddings"] == POSITIONS + (2 if roberta else 0)
+    from lmlab.interop.savedmodel import export_savedmodel
+
+    with pytest.raises(ConfigError, match="masked language model .* export it with --format hf"):
+        export_savedmodel(tmp_path / "run", tmp_path / "savedmodel", log=quiet)
 
 
 def test_import_export_round_trip_and_refusals(imported, tmp_path):

@@ -101,6 +101,9 @@ def export_savedmodel(run, out, checkpoint: str = "best", overwrite: bool = Fals
     if not isinstance(model, keras.Model):
         raise ConfigError(f"{run} is a {loaded.config['model'].get('family')} model, which has no Keras graph "
                           "to save; the neural families export")
+    if model.config.family == "encoder":  # its signatures score and generate left to right
+        raise ConfigError(f"{run} is a masked language model (encoder): the SavedModel's score and generate "
+                          "signatures are for left-to-right models; export it with --format hf")
     block_size = getattr(model.config, "block_size", None)
     score, generate = _functions(model, block_size)
     ids = tf.TensorSpec([None, None], tf.int32, name="token_ids")
