@@ -64,6 +64,9 @@ def resolve_runs(experiment: Experiment, manifest: dict, scale: float = 1.0) -> 
         raise ConfigError(f"{experiment.source}: evaluate.split: the {split} split of {experiment.data} is empty; "
                           f"prepare a {split} share (e.g. prepare.split: [0.9, 0.05, 0.05]) or evaluate another split")
     longest_shard = max((s["tokens"] for s in manifest["splits"]["train"]["shards"]), default=0)
+    encoders = [r for r in experiment.runs if r.family == "encoder"]
+    if encoders:
+        _check_mask_token(experiment, manifest, encoders[0])
     return [_resolve(experiment, run, vocab, longest_shard, scale) for run in experiment.runs]
 
 
@@ -81,7 +84,7 @@ def _resolve(experiment: Experiment, run: RunSpec, vocab: int, longest_shard: in
         model = check_model(run.family, fields.get("preset", TrainConfig.preset), fields.get("model") or {}, vocab)
     module = registry.family(run.family).load()
     parameters = int(module.count_parameters(model))
-    flops_per_token = int(module.estimate_flops_per_token(model))
+    flops_per_token = int(estimate_flops_per_token(module, model))
     if longest_shard < model.block_size + 1:
         raise ConfigError(f"{place}: the training split of {experiment.data} has no shard of block_size + 1 = "
                           f"{model.block_size + 1} tokens ({longest_shard:,} in its longest)")
@@ -116,3 +119,29 @@ def _resolve(experiment: Experiment, run: RunSpec, vocab: int, longest_shard: in
         config = TrainConfig(**fields)
     return PlannedRun(run, config, parameters, flops_per_token, tokens_per_step)
 
+
+
+def estimate_flops_per_token(module, model) -> int:
+    """Training FLOPs per token from the family's own count, without building the model.
+
+    The encoder counts as the decoder does (``EncoderMLM.flops_per_token``: ``6N`` without
+    positions and segment types, plus attention ``12·L·H·Q·T``); a test holds the two equal.
+    """
+    if hasattr(module, "estimate_flops_per_token"):
+        return module.estimate_flops_per_token(model)
+    if getattr(model, "family", None) == "encoder":
+        return (6 * module.count_parameters(model, non_embedding=True)
+                + 12 * model.n_layer * model.n_head * model.head_dim * model.block_size)
+    raise ConfigError(f"the {getattr(model, 'family', '?')} family has no FLOPs count for a budget")
+
+
+def _check_mask_token(experiment: Experiment, manifest: dict, run: RunSpec) -> None:
+    """An encoder needs a mask token: say so before any run trains, not when the encoder starts."""
+    from pathlib import Path
+
+    from lmlab.tokenizers import load_tokenizer
+    from lmlab.training.masking import special_ids
+
+    tokenizer = load_tokenizer(Path(experiment.data) / manifest["tokenizer"].get("file", "tokenizer.json"))
+    with at(f"{experiment.source}: runs[{run.index}] ({run.name}): data {experiment.data}"):
+        special_ids(tokenizer)

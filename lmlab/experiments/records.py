@@ -18,6 +18,10 @@ from lmlab.io import read_json
 
 DONE = "done.json"  # the run is trained and evaluated: the sweep skips it
 TRAINED = "trained.json"  # the trainer's results plus the sweep's timing, written before evaluation
+EVALUATED = "evaluated.json"  # the evaluation, kept so a fine-tuning cut short does not evaluate again
+# What a record keeps of the evaluation: always these (None for an encoder's next-token ones) ...
+EVAL_KEYS = ("loss", "perplexity", "bits_per_byte", "tokens", "utf8_bytes", "checkpoint", "step", "source")
+MLM_KEYS = ("masked_loss", "masked_accuracy", "masked_tokens", "pseudo_perplexity")  # ... and an encoder's, if any
 
 
 def read_history(folder, tokens_per_step: int = 0) -> list[dict]:
@@ -58,8 +62,9 @@ def train_rate(folder) -> float | None:
     return statistics.median(rates) if rates else None
 
 
-def make_record(experiment: str, planned, folder, trained: dict, evaluation: dict) -> dict:
-    """The ``done.json`` record of one run."""
+def make_record(experiment: str, planned, folder, trained: dict, evaluation: dict,
+                finetuned: dict | None = None) -> dict:
+    """The ``done.json`` record of one run (``finetuned``: the finetune stage's record, if any)."""
     folder = Path(folder)
     config = read_json(folder / "config.json", "run config")
     spec = planned.spec
@@ -86,9 +91,9 @@ def make_record(experiment: str, planned, folder, trained: dict, evaluation: dic
         "train_tokens_per_s": train_rate(folder) if neural else None,  # steady training steps alone
         "best_val_loss": _number(trained.get("best_val_loss")), "final_val_loss": _number(trained.get("val_loss")),
         "stopped": trained.get("stopped", "max_steps" if neural else "counted"),
-        "eval": {k: evaluation.get(k) for k in ("loss", "perplexity", "bits_per_byte", "tokens", "utf8_bytes",
-                                                 "checkpoint", "step", "source")}
+        "eval": {k: evaluation.get(k) for k in EVAL_KEYS} | {k: evaluation[k] for k in MLM_KEYS if k in evaluation}
                 | {"split": evaluation.get("split")},
+        **({"finetune": finetuned} if finetuned is not None else {}),
         "history": history,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

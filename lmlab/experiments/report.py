@@ -5,6 +5,11 @@ bits per byte, the relative gaps (to the best, and to the n-gram baseline if
 there is one, else to the file's first run), what each budget bought (tokens,
 epochs, time, FLOPs, and whether the validation loss was still falling when
 it ran out), and whether gaps exceed the spread over seeds.
+
+With a finetune section the ranking is by test accuracy after fine-tuning
+instead (the one score encoders and decoders share), and the report says why:
+an encoder's masked-LM loss and pseudo-perplexity are not a decoder's
+perplexity. Encoders alone, without one, are ranked by masked-LM loss.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ def write_report(out, experiment, records: list[dict], missing: list[str], manif
     rows = group(records)
     figures = write_plots(out, records, experiment.name, split)
     header = _header(experiment, manifest, scale)
-    results = [f"# {experiment.name}: results", "", *header, "", markdown_table(rows, split)]
+    test = Path(experiment.finetune["files"]["test"]).name if experiment.finetune else "test"
+    results = [f"# {experiment.name}: results", "", *header, "", markdown_table(rows, split, test)]
     if any(len(r["seeds"]) > 1 for r in rows):
         results += ["", "Each run:", "", per_seed_table(records, split)]
     if missing:
@@ -36,7 +42,12 @@ def write_report(out, experiment, records: list[dict], missing: list[str], manif
     if experiment.description:
         text += [experiment.description.strip(), ""]
     text += [*header, ""]
-    text += comparison(rows, manifest, split)
+    if any(r.get("finetune_accuracy") is not None for r in rows):
+        text += accuracy_comparison(rows, manifest, split, experiment.finetune)
+    elif rows and all(r["family"] == "encoder" for r in rows):
+        text += masked_comparison(rows, manifest, split)
+    else:
+        text += comparison(rows, manifest, split)
     if missing:
         text += [f"Not run yet (the numbers above leave them out): {', '.join(f'`{m}`' for m in missing)}.", ""]
     text += ["## Tables and figures", "", "The full table is in [results.md](results.md) (one row per run in "
@@ -63,6 +74,74 @@ def _header(experiment, manifest: dict, scale: float) -> list[str]:
         lines[-1] += (f" The n-gram ({', '.join(f'`{k}`' for k in dict.fromkeys(ngrams))}) has no budget: it is "
                       "counted in one pass over the whole training split.")
     return lines
+
+
+CAVEAT = ("An encoder is pretrained to fill in masked tokens, seeing both sides of each; its masked-LM loss and "
+          "pseudo-perplexity (Salazar et al. 2020) are not a perplexity of the text, so they are never set against a "
+          "decoder's perplexity or bits per byte. Runs are compared by what all of them can do after pretraining "
+          "at the same budget: classify, after the same fine-tuning.")
+
+
+def accuracy_comparison(rows: list[dict], manifest: dict, split: str, finetune: dict | None) -> list[str]:
+    """Ranking by test accuracy after fine-tuning (higher is better), with the masked-LM caveat."""
+    tuned = [r for r in rows if r.get("finetune_accuracy") is not None]
+    ranked = sorted(tuned, key=lambda r: -r["finetune_accuracy"])
+    best = ranked[0]
+    test = Path(finetune["files"]["test"]).name if finetune else "the test file"
+    config = (finetune or {}).get("config", {})
+    done = sorted({r["finetune_steps"] for r in tuned if r.get("finetune_steps")})  # what ran (--scale shortens it)
+    steps = f"{' or '.join(f'{s:,}' for s in done)} steps" if done else f"{config.get('epochs', 0):g} epoch(s)"
+    lines = ["## Ranking", "",
+             f"By accuracy on {test} after fine-tuning each pretrained run for classification ({steps} of batch "
+             f"{config.get('batch_size', '?')}, pooling {(finetune or {}).get('pooling', 'auto')}; higher is better):",
+             ""]
+    for place, row in enumerate(ranked, 1):
+        text = (f"{place}. `{row['key']}` ({row['family']} {row['preset']}, {row.get('finetune_pooling')} pooling): "
+                f"{row['finetune_accuracy']:.2f}% accuracy, macro-F1 {row['finetune_macro_f1']:.2f}%")
+        text += " — the best" if row is best else (f" — {row['finetune_accuracy'] - best['finetune_accuracy']:+.2f} "
+                                                     "points against the best")
+        lines.append(text + ".")
+    lines += ["", "## Encoders and decoders", "", CAVEAT, ""]
+    lines += _pretraining_scores(rows, split)
+    lines += ["## What each budget bought", ""]
+    train_tokens = manifest["splits"]["train"]["tokens"]
+    lines += [f"- {_bought(row, train_tokens)}" for row in rows] + [""]
+    spread = [r for r in ranked if r.get("finetune_accuracy_std") is not None]
+    if spread:
+        stds = [r["finetune_accuracy_std"] for r in spread]
+        lines += ["## Seeds", "", f"Over seeds, the {len(spread)} repeated configuration(s) vary by {min(stds):.2f} to "
+                  f"{max(stds):.2f} accuracy points (standard deviation).", ""]
+    return lines
+
+
+def masked_comparison(rows: list[dict], manifest: dict, split: str) -> list[str]:
+    """Encoders only: ranking by masked-LM loss (same tokenizer and masking), lower is better."""
+    ranked = sorted(rows, key=lambda r: r["eval_masked_loss"])
+    lines = ["## Ranking", "", f"By {split} masked-LM loss (lower is better; comparable only between encoders with the "
+             "same tokenizer and masking settings, as here):", ""]
+    for place, row in enumerate(ranked, 1):
+        lines.append(f"{place}. `{row['key']}` ({row['family']} {row['preset']}): masked loss "
+                     f"{row['eval_masked_loss']:.4f}, masked accuracy {row['eval_masked_accuracy']:.2f}%.")
+    lines += ["", "## What each budget bought", ""]
+    train_tokens = manifest["splits"]["train"]["tokens"]
+    return lines + [f"- {_bought(row, train_tokens)}" for row in rows] + [""]
+
+
+def _pretraining_scores(rows: list[dict], split: str) -> list[str]:
+    """Each family's own pretraining score, side by side but never ranked against the other's."""
+    lines = []
+    decoders = [r for r in rows if r.get("eval_bits_per_byte") is not None]
+    encoders = [r for r in rows if r.get("eval_masked_loss") is not None]
+    if decoders:
+        lines += [f"Decoders, {split} split (next-token): "
+                  + "; ".join(f"`{r['key']}` {r['eval_bits_per_byte']:.4f} bits/byte (perplexity "
+                              f"{r['eval_perplexity']:.2f})" for r in decoders) + "."]
+    if encoders:
+        lines += [f"Encoders, {split} split (masked-LM, own columns): "
+                  + "; ".join(f"`{r['key']}` masked accuracy {r['eval_masked_accuracy']:.2f}%, masked loss "
+                              f"{r['eval_masked_loss']:.4f}, pseudo-perplexity {r['eval_pseudo_perplexity']:.2f}"
+                              for r in encoders) + "."]
+    return lines + [""] if lines else []
 
 
 def comparison(rows: list[dict], manifest: dict, split: str) -> list[str]:
@@ -123,12 +202,16 @@ def _bought(row: dict, train_tokens: int) -> str:
         return (f"`{row['key']}`: one counting pass over {count(tokens)} training tokens in {duration(row['wall_s'])} "
                 f"({count(row['parameters'])} stored probabilities and back-offs; no training FLOPs) → "
                 f"{row['eval_bits_per_byte']:.4f} bits/byte.")
+    reached = (f"{row['eval_bits_per_byte']:.4f} bits/byte" if row.get("eval_bits_per_byte") is not None else
+               f"masked loss {row['eval_masked_loss']:.4f}, masked accuracy {row['eval_masked_accuracy']:.2f}%")
+    if row.get("finetune_accuracy") is not None:
+        reached += f", {row['finetune_accuracy']:.2f}% accuracy fine-tuned"
     text = (f"`{row['key']}`: {count(tokens)} tokens ({tokens / max(train_tokens, 1):.2f} epochs) in "
             f"{duration(row['wall_s'])} at {count(row['tokens_per_s'])} tokens/s, {flops(row['training_flops'])} "
-            f"training FLOPs, {count(row['parameters'])} parameters → {row['eval_bits_per_byte']:.4f} bits/byte")
+            f"training FLOPs, {count(row['parameters'])} parameters → {reached}")
     falling = _still_falling(row)
     if falling is not None:
-        text += (f"; the validation loss was still falling at the end ({falling:.1%} over the last quarter): "
+        text += (f"; the validation {'masked-LM ' if row['family'] == 'encoder' else ''}loss was still falling at the end ({falling:.1%} over the last quarter): "
                  "a larger budget would buy more" if falling > STILL_FALLING else
                  "; the validation loss had levelled off by the end")
     if row.get("stopped") not in (None, "max_steps", "counted"):

@@ -10,8 +10,10 @@ An experiment is a YAML mapping (see ``experiments/*.yaml`` and the README)::
     seeds: [1337]                      # or repeats: 3
     evaluate: {split: test}
     grid: {learning_rate: [1e-3, 3e-3]}   # optional, crossed with every run
+    finetune: {task: classify, train: ..., test: ..., steps: 200}   # optional: accuracy after fine-tuning
     runs:
       - {name: lstm, family: rnn, preset: wikitext2, dropout: ...}
+      - {name: bert, family: encoder, preset: small}   # masked-LM pretraining; needs finetune beside decoders
 
 This module parses and checks the file without the data (field names,
 families, presets, model overrides, budget shape, sources to prepare) and
@@ -37,14 +39,15 @@ from lmlab.io import read_text
 from lmlab.training.config import TrainConfig
 
 TOP_KEYS = ("name", "description", "data", "prepare", "budget", "train", "seeds", "repeats", "evaluate", "grid",
-            "runs")
+            "finetune", "runs")
 RUN_KEYS = ("name", "budget", "grid", "seeds", "repeats")  # besides TrainConfig fields
 BUDGET_KINDS = ("tokens", "steps", "flops", "seconds")
 EVALUATE_KEYS = ("split", "stride", "batch_size", "checkpoint")
 # lmlab prepare's options by their Python names (the CLI's with _ for -); `sources` is required.
 PREPARE_KEYS = ("sources", "workers", "format", "fields", "doc_sep", "errors", "doc_types", "nfkc", "min_chars",
                 "max_chars", "dedup", "tokenizer", "vocab_size", "min_freq", "segmenter", "eos_token", "unit", "lang",
-                "split", "split_order", "seed", "shard_tokens", "tokenizer_max_chars")
+                "split", "split_order", "seed", "shard_tokens", "tokenizer_max_chars", "wordpiece")
+WORDPIECE_KEYS = ("vocab_size", "lowercase", "min_freq")  # prepare.wordpiece: lmlab.mlm_tokenizer.train_wordpiece
 READ_KEYS = ("format", "fields", "doc_sep", "errors", "doc_types")
 CLEAN_KEYS = ("nfkc", "min_chars", "max_chars", "dedup")
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "data")
@@ -102,6 +105,7 @@ class Experiment:
     runs: tuple[RunSpec, ...]
     description: str = ""
     budget: Budget = field(default_factory=Budget)
+    finetune: dict | None = None  # lmlab.experiments.finetune.parse_finetune: files, data options, FinetuneConfig
 
     def select(self, patterns) -> "Experiment":
         """Only the runs whose id, configuration or name matches one of the glob patterns."""
@@ -345,12 +349,35 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
             for seed in seeds:
                 runs.append(RunSpec(id=f"{key_name}-s{seed}", key=key_name, name=run_name, index=index,
                                     fields={**run_fields, "seed": seed}, grid=chosen, budget=run_budget, seed=seed))
+    finetune = None
+    if data.get("finetune") is not None:
+        from lmlab.experiments.finetune import parse_finetune
+
+        finetune = parse_finetune(data["finetune"], f"{source}: finetune")
+    _check_families(runs, finetune, source)
     ids = [r.id for r in runs]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ConfigError(f"{source}: runs share the name(s) {', '.join(duplicates)}; give each run its own name")
     return Experiment(name=name, source=source, data=expand_path(data["data"]), prepare=prepare, evaluate=evaluate,
-                      runs=tuple(runs), description=str(data.get("description") or ""), budget=budget)
+                      runs=tuple(runs), description=str(data.get("description") or ""), budget=budget,
+                      finetune=finetune)
+
+
+def _check_families(runs: list[RunSpec], finetune: dict | None, source: str) -> None:
+    """Encoders beside decoders only with a finetune section: pseudo-perplexity is no perplexity."""
+    from lmlab.experiments.finetune import check_run_for_finetune
+
+    encoders = [r for r in runs if r.family == "encoder"]
+    decoders = [r for r in runs if r.family != "encoder"]
+    if encoders and decoders and finetune is None:
+        raise ConfigError(f"{source}: finetune: runs {encoders[0].name!r} (encoder) and {decoders[0].name!r} "
+                          f"({decoders[0].family}) cannot be ranked together: an encoder's masked-LM loss and "
+                          "pseudo-perplexity are not comparable with a decoder's bits per byte; add a finetune section "
+                          "(task classify, train, test files) to rank every run by accuracy after fine-tuning")
+    if finetune is not None:
+        for run in runs:
+            check_run_for_finetune(run, finetune, f"{source}: runs[{run.index}] ({run.name})")
 
 
 def _check_run(fields: dict, budget: Budget, place: str) -> None:
@@ -377,6 +404,7 @@ def _parse_prepare(data, place: str) -> dict:
     if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
         raise ConfigError(f"{place}.sources must list the corpora to prepare (as for lmlab prepare)")
     sources = [expand_path(s) for s in sources]
+    wordpiece = _parse_wordpiece(data, sources, place) if "wordpiece" in data else None
     for text in sources:
         source = Source.parse(text)
         if not source.spec.startswith("hf:"):
@@ -384,7 +412,7 @@ def _parse_prepare(data, place: str) -> dict:
 
             with at(f"{place}.sources"):
                 expand_paths(source.spec)
-    options = {k: v for k, v in data.items() if k not in ("sources", "workers")}
+    options = {k: v for k, v in data.items() if k not in ("sources", "workers", "wordpiece")}
     for key in ("fields", "doc_types"):
         if isinstance(options.get(key), str):
             options[key] = tuple(p.strip() for p in options[key].split(",") if p.strip())
@@ -400,7 +428,29 @@ def _parse_prepare(data, place: str) -> dict:
 
         PrepareOptions(tuple(Source.parse(s) for s in sources), ReadOptions(**read), CleanOptions(**clean), **options)
     workers = _positive_int(data.get("workers", 1), f"{place}.workers")
-    return {"sources": sources, "workers": workers, "read": read, "clean": clean, **options}
+    return {"sources": sources, "workers": workers, "read": read, "clean": clean, **options,
+            **({"wordpiece": wordpiece} if wordpiece else {})}
+
+
+def _parse_wordpiece(data: dict, sources: list[str], place: str) -> dict:
+    """``prepare.wordpiece``: train a WordPiece tokenizer with [MASK] (what an encoder needs) before preparing."""
+    from lmlab.data.prepare import Source
+
+    options = _mapping(data["wordpiece"], f"{place}.wordpiece", "wordpiece") or {}
+    _known(options, WORDPIECE_KEYS, f"{place}.wordpiece", "field(s)")
+    if "tokenizer" in data:
+        raise ConfigError(f"{place}: give tokenizer or wordpiece, not both (wordpiece trains the tokenizer)")
+    options = {"vocab_size": 8000, "lowercase": False, "min_freq": 2, **options}
+    _positive_int(options["vocab_size"], f"{place}.wordpiece.vocab_size")
+    _positive_int(options["min_freq"], f"{place}.wordpiece.min_freq")
+    if not isinstance(options["lowercase"], bool):
+        raise ConfigError(f"{place}.wordpiece.lowercase must be true or false, got {options['lowercase']!r}")
+    parsed = [Source.parse(s) for s in sources]
+    train = [s.spec for s in parsed if s.split in (None, "train")]
+    if not train or any(spec.startswith("hf:") for spec in train):
+        raise ConfigError(f"{place}.wordpiece: the tokenizer is trained on the training sources' text files; "
+                          "give train=FILE sources (not hf:)")
+    return {**options, "texts": train}
 
 
 def load_experiment(path) -> Experiment:

@@ -5,6 +5,8 @@ Output folder (default ``runs/compare/<name>``)::
     experiment.json        the resolved plan: every run's complete training config
     runs/<run id>/         an ordinary lmlab run folder (lmlab eval / generate work on it)
         trained.json       the trainer's results and timing, before evaluation
+        evaluated.json     the evaluation (bits per byte; masked-LM scores for an encoder)
+        finetune/, finetuned.json   with a finetune section: the fine-tuned classifier, its test metrics
         done.json          the run's record, written atomically once it is evaluated
     results.csv, results.md, report.md, *.png   (see lmlab.experiments.report)
 
@@ -13,7 +15,9 @@ by the ``prepare`` section when missing), every run's config and budget, and
 that runs already on disk were made with the same configs. A re-run of the
 same command skips runs with ``done.json``, resumes a half-trained neural run
 exactly from its last checkpoint (the trainer's resume), evaluates a trained
-one, and recounts an n-gram whose count did not finish.
+one, and recounts an n-gram whose count did not finish. With a finetune section
+(:mod:`lmlab.experiments.finetune`) each run is then fine-tuned and tested; a
+fine-tuning cut short starts over without pretraining again.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 
 from lmlab.errors import ConfigError, DataError
 from lmlab.experiments.budget import PlannedRun, resolve_runs
-from lmlab.experiments.records import DONE, TRAINED, make_record
+from lmlab.experiments.records import DONE, EVALUATED, TRAINED, make_record
 from lmlab.experiments.spec import Experiment, expand_path, load_experiment
 from lmlab.experiments.table import duration
 from lmlab.io import read_json, write_json
@@ -67,6 +71,7 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
                 what = (f"{run.family} {run.fields.get('preset', 'shakespeare-char')} ({run.budget.describe()})"
                         if run.family != "ngram" else "ngram (counted in one pass, no budget)")
                 log(f"  {run.id}: {what}")
+        _log_finetune(experiment, log)
         return SweepResult(out, [], sorted(selected), [])
     every = resolve_runs(experiment, manifest, scale)
     planned = [p for p in every if p.id in selected]
@@ -78,10 +83,11 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
     if dry_run:
         for run in planned:
             log(f"  {run.id}: {run.describe()}")
+        _log_finetune(experiment, log)
         return SweepResult(out, [], [p.id for p in planned], planned)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / PLAN, {"name": experiment.name, "source": experiment.source, "data": experiment.data,
-                            "scale": scale, "evaluate": experiment.evaluate,
+                            "scale": scale, "evaluate": experiment.evaluate, "finetune": experiment.finetune,
                             "runs": [{"id": p.id, "key": p.spec.key, "train": p.config.to_dict(),
                                       "parameters": p.parameters, "flops_per_token": p.flops_per_token,
                                       "tokens_per_step": p.tokens_per_step} for p in every]})
@@ -91,9 +97,8 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
         state = "done, skipped" if (folder / DONE).exists() else (
             "resuming" if (folder / "config.json").exists() else "starting")
         log(f"[{number}/{len(planned)}] {run.id} ({state}): {run.describe()}")
-        record = execute(experiment, run, folder, progress, log)
-        log(f"[{number}/{len(planned)}] {run.id}: {record['eval']['split']} {record['eval']['bits_per_byte']:.4f} "
-            f"bits/byte, perplexity {record['eval']['perplexity']:.2f}; {duration(record['wall_s'])} of training; "
+        record = execute(experiment, run, folder, progress, log, scale)
+        log(f"[{number}/{len(planned)}] {run.id}: {_scores(record)}; {duration(record['wall_s'])} of training; "
             f"sweep {duration(time.perf_counter() - started)} so far")
     records, missing = [], []
     for run in every:
@@ -107,8 +112,9 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
     return SweepResult(out, records, missing, planned, report)
 
 
-def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: bool = False, log=print) -> dict:
-    """Train (or resume) and evaluate one run; return its record. Idempotent."""
+def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: bool = False, log=print,
+            scale: float = 1.0) -> dict:
+    """Train (or resume), evaluate (and fine-tune) one run; return its record. Idempotent."""
     from lmlab.evaluation import evaluate_run
     from lmlab.training.trainer import train
 
@@ -130,11 +136,46 @@ def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: boo
                         "tokens_seen": load_manifest(run.config.data)["splits"]["train"]["tokens"]}
         write_json(folder / TRAINED, trained)
     options = experiment.evaluate
-    evaluation = evaluate_run(folder, split=options["split"], stride=options["stride"],
-                              batch_size=options["batch_size"], checkpoint=options["checkpoint"])
-    record = make_record(experiment.name, run, folder, trained, evaluation | {"split": options["split"]})
+    if (folder / EVALUATED).exists():
+        evaluation = read_json(folder / EVALUATED, "evaluation")
+    else:
+        evaluation = evaluate_run(folder, split=options["split"], stride=options["stride"],
+                                  batch_size=options["batch_size"], checkpoint=options["checkpoint"])
+        evaluation |= {"split": options["split"]}
+        write_json(folder / EVALUATED, evaluation)
+    finetuned = None
+    if experiment.finetune is not None:
+        from lmlab.experiments.finetune import run_finetune
+
+        log(f"    fine-tuning for {experiment.finetune['config']['task']} ...")
+        finetuned = run_finetune(experiment.finetune, run.config.family, folder, options["checkpoint"], scale, log)
+    record = make_record(experiment.name, run, folder, trained, evaluation, finetuned)
     write_json(folder / DONE, record)
     return record
+
+
+def _log_finetune(experiment: Experiment, log) -> None:
+    if experiment.finetune is None:
+        return
+    f, c = experiment.finetune, experiment.finetune["config"]
+    length = f"{c['max_steps']:,} steps" if c["max_steps"] else f"{c['epochs']:g} epoch(s)"
+    limit = f" (first {f['options']['limit']:,} examples)" if f["options"].get("limit") else ""
+    log(f"  then each run fine-tuned for {c['task']} on {f['files']['train']}{limit}, {length} of {c['batch_size']}, "
+        f"pooling {f['pooling']}; tested on {f['files']['test']}: ranked by that accuracy")
+
+
+def _scores(record: dict) -> str:
+    """The run's line in the log: what it reached (the fine-tuned accuracy first, when there is one)."""
+    e = record["eval"]
+    parts = []
+    if record.get("finetune"):
+        parts.append(f"test accuracy {record['finetune']['accuracy']:.2f}% after fine-tuning")
+    if e.get("bits_per_byte") is not None:
+        parts.append(f"{e['split']} {e['bits_per_byte']:.4f} bits/byte, perplexity {e['perplexity']:.2f}")
+    if e.get("masked_accuracy") is not None:
+        parts.append(f"{e['split']} masked accuracy {100 * e['masked_accuracy']:.2f}%, masked loss "
+                     f"{e['masked_loss']:.4f}")
+    return "; ".join(parts)
 
 
 def _trained(run: PlannedRun, folder: Path) -> dict | None:
@@ -187,7 +228,28 @@ def _data(experiment: Experiment, dry_run: bool, log) -> dict | None:
 
         options = dict(experiment.prepare)
         sources, workers = options.pop("sources"), options.pop("workers")
+        if "wordpiece" in options:
+            options["tokenizer"] = str(_wordpiece(folder, options.pop("wordpiece"), log))
         log(f"preparing {experiment.data} from {', '.join(sources)} ...")
         prepare(sources, folder, workers=workers, log=lambda m: log("    " + m), **options)
     return load_manifest(folder)
 
+
+
+def _wordpiece(folder: Path, options: dict, log) -> Path:
+    """``prepare.wordpiece``: a WordPiece tokenizer (with [MASK]) trained on the training files, beside the data."""
+    from lmlab.data.readers import expand_paths
+    from lmlab.io import atomic_open, read_text
+    from lmlab.mlm_tokenizer import train_wordpiece
+
+    path = folder.with_name(folder.name + ".wordpiece.json")
+    if path.exists():
+        return path
+    files = [p for spec in options["texts"] for p in expand_paths(spec)]
+    log(f"training a WordPiece tokenizer ({options['vocab_size']:,} tokens) on {', '.join(map(str, files))} ...")
+    lines = (line for f in files for line in read_text(Path(f), "text file").splitlines() if line.strip())
+    text = train_wordpiece(lines, options["vocab_size"], options["lowercase"], options["min_freq"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
