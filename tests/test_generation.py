@@ -87,7 +87,6 @@ def test_short_generations_use_a_short_cache_with_the_same_tokens():
     assert cache_length(4 * CACHE_STEP, 3 + 40) == CACHE_STEP
     assert cache_length(4 * CACHE_STEP, 2 * CACHE_STEP + 1) == 3 * CACHE_STEP
     assert cache_length(4 * CACHE_STEP, 10 * CACHE_STEP) == 4 * CACHE_STEP
-    prompts = [[1, 2, 3], [4, 5, 6]]
-    for sampler in (SamplerConfig(temperature=0), SAMPLING):
-        assert generate_ids(long_context, prompts, 40, sampler, seed=2) == \
-            one_token_at_a_time(long_context, prompts, 40, sampler, seed=2)
+    prompts = [[1, 2, 3], [4, 5, 6]]  # 3 + 40 positions: a 64-slot cache, against the reference's 256
+    assert generate_ids(long_context, prompts, 40, SAMPLING, seed=2) == \
+        one_token_at_a_time(long_context, prompts, 40, SAMPLING, seed=2)
