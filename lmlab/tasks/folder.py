@@ -107,6 +107,17 @@ _LOADED: dict = {}
 CACHED_LOADS = 2
 
 
+def _restore_head(head, path) -> None:
+    """The task head's ``kernel`` and ``bias`` from ``path``, each checked against the built layer's shape."""
+    from lmlab.training.checkpoint import _load_tensors
+
+    tensors = _load_tensors(path)
+    for name, variable in (("kernel", head.kernel), ("bias", head.bias)):
+        if name not in tensors or tuple(tensors[name].shape) != tuple(variable.shape):
+            raise ConfigError(f"{path}: {name} missing or of the wrong shape (expected {tuple(variable.shape)})")
+        variable.assign(tensors[name].astype(variable.dtype))
+
+
 def load_finetuned(folder, which: str = "best") -> Finetuned:
     """The fine-tuned model of ``folder``: the language model, and for classification its classifier.
 
@@ -129,7 +140,6 @@ def load_finetuned(folder, which: str = "best") -> Finetuned:
 
 def _load(folder: Path, which: str) -> Finetuned:
     from lmlab.runs import load_run
-    from lmlab.training.checkpoint import _load_tensors
 
     config = read_config(folder)
     run = load_run(folder, which)
@@ -141,21 +151,11 @@ def _load(folder: Path, which: str) -> Finetuned:
         classifier = SequenceClassifier(run.model, len(config["classify"]["labels"]), settings["pooling"],
                                         settings["freeze"])
         classifier(np.zeros((1, 1), np.int32), np.ones(1, np.int32))  # built, as Keras's stateless calls need
-        tensors = _load_tensors(run.checkpoint / HEAD_FILE)
-        for name, variable in (("kernel", classifier.head.kernel), ("bias", classifier.head.bias)):
-            if name not in tensors or tuple(tensors[name].shape) != tuple(variable.shape):
-                raise ConfigError(f"{run.checkpoint / HEAD_FILE}: {name} missing or of the wrong shape "
-                                  f"(expected {tuple(variable.shape)})")
-            variable.assign(tensors[name].astype(variable.dtype))
+        _restore_head(classifier.head, run.checkpoint / HEAD_FILE)
     if config["task"] == "span":  # extractive QA: the start/end head (lmlab.tasks.span)
         from lmlab.tasks.span import SpanExtractor
 
         classifier = SpanExtractor(run.model)
         classifier(np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32), np.ones(1, np.int32))
-        tensors = _load_tensors(run.checkpoint / HEAD_FILE)
-        for name, variable in (("kernel", classifier.head.kernel), ("bias", classifier.head.bias)):
-            if name not in tensors or tuple(tensors[name].shape) != tuple(variable.shape):
-                raise ConfigError(f"{run.checkpoint / HEAD_FILE}: {name} missing or of the wrong shape "
-                                  f"(expected {tuple(variable.shape)})")
-            variable.assign(tensors[name].astype(variable.dtype))
+        _restore_head(classifier.head, run.checkpoint / HEAD_FILE)
     return Finetuned(folder, config, config["task"], run.tokenizer, run.model, classifier, run.step)
