@@ -142,6 +142,22 @@ def test_fine_tuned_folder_loads_as_a_language_model_run(classifier):
                                keras.ops.convert_to_numpy(finetuned.lm(ids)), atol=1e-6)
 
 
+def test_a_head_of_the_wrong_shape_is_refused(classifier, tmp_path):
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    from lmlab.runs import load_run
+    from lmlab.tasks.folder import HEAD_FILE, load_finetuned
+
+    copy = tmp_path / "classifier"
+    shutil.copytree(classifier[0], copy)
+    save_file({"kernel": np.zeros((3, 3), np.float32), "bias": np.zeros(3, np.float32)},
+              str(load_run(copy).checkpoint / HEAD_FILE))
+    with pytest.raises(ConfigError, match="kernel missing or of the wrong shape"):
+        load_finetuned(copy)
+
+
 def test_classification_errors(work, tmp_path):
     from lmlab.tasks.finetune import finetune
 
