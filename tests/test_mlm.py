@@ -59,6 +59,46 @@ def test_selection_rates_specials_and_dynamic_masks(wordpiece):
     assert not np.array_equal(windows.batch(6)[2], w)  # drawn anew every batch
 
 
+def test_the_cap_leaves_extra_draws_unmasked(wordpiece):
+    from lmlab.training.masking import mask_tokens, max_predictions
+
+    special = special_ids(wordpiece)
+    tokens = np.array([wordpiece.encode(ENGLISH)[:30]] * 50, np.int32)
+    x, y, w = mask_tokens(tokens, np.random.default_rng(0), special, wordpiece.vocab_size, 0.6, cap=8)
+    assert (w.sum(axis=1) == 8).all()  # 60% of 30 is far above the cap: every row is cut to 8
+    np.testing.assert_array_equal(x[w == 0], y[w == 0])  # the draws past the cap stay as they were
+    assert max_predictions(64, 0.15) == 24 and max_predictions(8, 0.5) == 8
+    boundaries = WordBoundaries(wordpiece)  # with whole words, a word past the cap goes as a whole
+    x, y, w = mask_tokens(tokens, np.random.default_rng(0), special, wordpiece.vocab_size, 0.6, boundaries, cap=8)
+    assert (w.sum(axis=1) <= 8).all() and w.sum() > 5 * len(w)
+    starts = boundaries.starts(tokens, np.ones(tokens.shape, bool))
+    np.testing.assert_array_equal(w[:, 1:][~starts[:, 1:]], w[:, :-1][~starts[:, 1:]])
+
+
+def test_the_gathered_output_layer_trains_as_the_full_one(wordpiece):
+    """The step that computes logits at the masked positions only gives the full step's loss and update."""
+    import keras
+
+    from lmlab.models.encoder import build_encoder
+    from lmlab.training.steps import Stepper
+
+    config = EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=32, n_layer=1, n_head=2, d_model=16,
+                           d_ff=32, dropout=0.0)
+    windows = MaskedWindows(split_of(wordpiece, ENGLISH + CHINESE), config, wordpiece, batch_size=8, seed=0)
+    x, y, w = windows.batch(0)
+    results = []
+    for gather in (None, windows.max_predictions):
+        model = build_encoder(config, seed=7)
+        stepper = Stepper(model, keras.optimizers.AdamW(1e-2), max_predictions=gather)
+        loss, norm = stepper.train(x[None], y[None], weights=w[None])
+        stepper.sync()
+        results.append((loss, norm, [v.numpy() for v in model.trainable_variables]))
+    (loss, norm, weights), (loss_g, norm_g, weights_g) = results
+    assert abs(loss - loss_g) < 1e-5 and abs(norm - norm_g) < 1e-5 * norm
+    for a, b in zip(weights, weights_g):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_whole_word_masking_keeps_word_pieces_together(wordpiece):
     config = EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=32, whole_word=True)
     windows = MaskedWindows(split_of(wordpiece, ENGLISH), config, wordpiece, batch_size=64, seed=1)

@@ -384,8 +384,12 @@ class EncoderMLM(LanguageModel, keras.Model):
         logits = ops.einsum("btd,vd->btv", h, table) + ops.cast(self.head_bias, h.dtype)
         return ops.cast(logits, "float32")
 
-    def call(self, token_ids, token_type_ids=None, training=None):
-        return self._logits(self.encode(token_ids, token_type_ids, training=training))
+    def call(self, token_ids, token_type_ids=None, training=None, masked_positions=None):
+        """Logits ``(B, T, V)``; with ``masked_positions`` ``(B, M)`` only there, ``(B, M, V)``."""
+        hidden = self.encode(token_ids, token_type_ids, training=training)
+        if masked_positions is not None:  # the output layer only where the loss looks (BERT's gather_indexes)
+            hidden = ops.take_along_axis(hidden, ops.cast(masked_positions, "int32")[:, :, None], axis=1)
+        return self._logits(hidden)
 
     def mlm_head_variables(self) -> list:
         """The masked-LM head's own weights (not the tied embedding): a task head on :meth:`encode` leaves

@@ -16,12 +16,18 @@
   belong together, and runs of single Chinese characters are grouped into
   words by jieba (:func:`lmlab.data.segment.segment_words`).
 
+* A cap per row (BERT's ``max_predictions_per_seq``): at most
+  :func:`max_predictions` tokens of a row are selected (the rare extras are left
+  as they were), so the training step can compute the output layer at those
+  positions only — over a vocabulary of thousands, most of a small encoder's work.
+
 The tokenizer must have a mask token (``[MASK]`` or ``<mask>``); see
 :func:`special_ids`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,17 +125,32 @@ class WordBoundaries:
                 column = end
 
 
+def max_predictions(block_size: int, mask_prob: float) -> int:
+    """Most tokens selected in one row: twice the expected count plus a margin, so the cap binds rarely
+    (for 64 tokens at 15%, 24 of 64: a row draws more about once in 10^4 rows, more often with whole words)."""
+    return min(block_size, math.ceil(2 * mask_prob * block_size) + 4)
+
+
 def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, special: SpecialIds, vocab_size: int,
-                mask_prob: float, boundaries: WordBoundaries | None = None):
-    """``(inputs, targets, weights)``: ``tokens`` with the selection masked, the originals, 1.0 where selected."""
+                mask_prob: float, boundaries: WordBoundaries | None = None, cap: int | None = None):
+    """``(inputs, targets, weights)``: ``tokens`` with the selection masked, the originals, 1.0 where selected.
+
+    ``cap``: at most this many selected tokens per row (the first ones in the row).
+    """
     tokens = np.asarray(tokens, np.int32)
     candidates = ~np.isin(tokens, special.all)
     draw = rng.random(tokens.shape)
+    columns = np.arange(tokens.shape[1])
+    starts = np.ones(tokens.shape, bool)
     if boundaries is not None:  # every token of a word takes the draw of the word's first token
         starts = boundaries.starts(tokens, candidates)
-        first = np.maximum.accumulate(np.where(starts, np.arange(tokens.shape[1]), 0), axis=1)
+        first = np.maximum.accumulate(np.where(starts, columns, 0), axis=1)
         draw = np.take_along_axis(draw, first, axis=1)
     selected = candidates & (draw < mask_prob)
+    if cap is not None:  # whole words only: a word is kept if the count at its last token is within the cap
+        ends_word = np.concatenate([starts[:, 1:], np.ones((len(tokens), 1), bool)], axis=1)
+        last = np.minimum.accumulate(np.where(ends_word, columns, columns[-1])[:, ::-1], axis=1)[:, ::-1]
+        selected &= np.take_along_axis(np.cumsum(selected, axis=1), last, axis=1) <= cap
     share = rng.random(tokens.shape)
     random_ids = rng.integers(0, vocab_size, tokens.shape, dtype=np.int32)
     inputs = tokens.copy()
@@ -154,6 +175,7 @@ class MaskedWindows:
             raise ConfigError(f"block_size={config.block_size} leaves no room for text between [CLS] and [SEP]")
         self.windows = RandomWindows(split, self.inner - 1, batch_size, seed)  # windows of `inner` tokens
         self.boundaries = WordBoundaries(tokenizer) if config.whole_word else None
+        self.max_predictions = max_predictions(config.block_size, config.mask_prob)
 
     def tokens(self, step: int) -> np.ndarray:
         x, y = self.windows.batch(step)
@@ -162,7 +184,7 @@ class MaskedWindows:
     def batch(self, step: int):
         rng = np.random.default_rng((self.seed, step, 0x4D4C4D))  # "MLM": apart from the windows' draws
         return mask_tokens(self.tokens(step), rng, self.special, self.vocab_size, self.config.mask_prob,
-                           self.boundaries)
+                           self.boundaries, self.max_predictions)
 
     def state(self) -> dict:
         return self.windows.state()

@@ -39,6 +39,19 @@ def mean_loss(targets, logits, weights=None):
     return ops.sum(nll * weights) / ops.maximum(ops.sum(weights), 1.0)
 
 
+def masked_targets(targets, weights, max_predictions: int):
+    """``(positions, targets, weights)`` at the ``max_predictions`` positions of each row that carry weight.
+
+    The masking caps each row's selection at ``max_predictions``
+    (:func:`lmlab.training.masking.max_predictions`), so every weighted target is among them; the rest are
+    unweighted filler.
+    """
+    weights = ops.cast(weights, "float32")
+    _, positions = ops.top_k(weights, max_predictions)
+    return (positions, ops.take_along_axis(targets, positions, axis=1),
+            ops.take_along_axis(weights, positions, axis=1))
+
+
 def global_norm(tensors):
     return ops.sqrt(sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors))
 
@@ -48,8 +61,11 @@ def all_finite(loss, norm):
 
 
 class Stepper:
-    def __init__(self, model, optimizer=None, grad_accum: int = 1, skip_bad: bool = False, placement=None):
+    def __init__(self, model, optimizer=None, grad_accum: int = 1, skip_bad: bool = False, placement=None,
+                 max_predictions: int | None = None):
         self.model, self.optimizer, self.grad_accum, self.skip_bad = model, optimizer, grad_accum, skip_bad
+        # A masked LM's training step computes the output layer at most this many positions a row.
+        self.max_predictions = max_predictions
         # Across devices (lmlab.distribute): TensorFlow gets the strategy's step, JAX lays out each batch.
         self.placement = placement if getattr(placement, "kind", "none") != "none" else None
         self.backend = keras.backend.backend()
@@ -69,6 +85,15 @@ class Stepper:
         if self.placement is not None:
             self._train, self._evaluate = self.placement.steps(model, optimizer, accum, skip_bad)
             return
+        gather = self.max_predictions
+
+        def training_loss(x, y, weights):
+            if weights is None:
+                return mean_loss(y, model(x, training=True))
+            if gather:
+                positions, y, weights = masked_targets(y, weights, gather)
+                return mean_loss(y, model(x, training=True, masked_positions=positions), weights)
+            return mean_loss(y, model(x, training=True), weights)
 
         @tf.function(jit_compile=True, reduce_retracing=True)
         def train(x, y, loss_weight, weights=None):
@@ -77,8 +102,7 @@ class Stepper:
             total = 0.0
             for i in range(accum):
                 with tf.GradientTape() as tape:
-                    loss = mean_loss(y[i], model(x[i], training=True), None if weights is None else weights[i]) \
-                        * loss_weight
+                    loss = training_loss(x[i], y[i], None if weights is None else weights[i]) * loss_weight
                     scaled = optimizer.scale_loss(loss)
                 for j, g in enumerate(tape.gradient(scaled, variables)):
                     grads[j] += g
@@ -109,8 +133,15 @@ class Stepper:
 
         model, optimizer, accum, skip_bad = self.model, self.optimizer, self.grad_accum, self.skip_bad
 
+        gather = self.max_predictions
+
         def loss_fn(trainable, non_trainable, x, y, loss_weight, weights=None):
-            logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+            if weights is not None and gather:
+                positions, y, weights = masked_targets(y, weights, gather)
+                logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True,
+                                                             masked_positions=positions)
+            else:
+                logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
             return mean_loss(y, logits, weights) * loss_weight, non_trainable
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

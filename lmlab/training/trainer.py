@@ -119,8 +119,6 @@ class Trainer:
             self.log(f"distributed: {self.placement.describe()}")
         from lmlab.training.steps import Stepper
 
-        self.stepper = Stepper(self.model, self.optimizer, config.grad_accum, skip_bad=config.skip_bad_batches,
-                               placement=self.placement)
         block = self.model_config.block_size
         if registry.family(config.family).objective == "mlm":  # masked tokens instead of next tokens
             from lmlab.training.masking import MaskedWindows
@@ -134,6 +132,8 @@ class Trainer:
                                          config.seed)
             self.valid_batches = RandomWindows(self.valid_split or self.train_split, block, config.batch_size,
                                                config.seed + 1)
+        self.stepper = Stepper(self.model, self.optimizer, config.grad_accum, skip_bad=config.skip_bad_batches,
+                               placement=self.placement, max_predictions=getattr(self.batches, "max_predictions", None))
         if not self.resume and self.placement.is_chief:  # other workers of a distributed run write nothing
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tokenizer.save(self.run_dir / "tokenizer.json")
