@@ -1,12 +1,14 @@
-"""Masked-LM pretraining on real text, briefly, on CPU: WikiText-2 (English) and the Tang poems
-(Chinese, whole-word masking with jieba words). Figures for bench/RESULTS.md.
+"""Masked-LM pretraining on real text, briefly, on CPU: WikiText-2 (English), the Tang poems
+(classical Chinese) and modern Chinese (LCSTS + cmn-eng, the Chinese decoder's text in bench/applications.py),
+the Chinese ones with whole-word masking (jieba words). Figures for bench/RESULTS.md.
 
 For each corpus: a WordPiece tokenizer with [MASK] (lmlab.mlm_tokenizer), ``lmlab prepare``
 with it, ``lmlab train --model encoder`` for a wall-clock budget, ``lmlab eval`` (masked
 loss and accuracy, pseudo-perplexity) and ``lmlab fill-mask`` on a few sentences. Prints
 one JSON line per corpus.
 
-    python bench/mlm.py --out runs/bench-mlm [--seconds 270] [--only wikitext2|tang]
+    python bench/mlm.py --out runs/bench-mlm [--seconds 270] [--only wikitext2|tang|zh]
+    python bench/mlm.py --out runs/bench-mlm --tasks    # fine-tune: SST-2, SQuAD (English), ChnSentiCorp (zh)
 """
 
 from __future__ import annotations
@@ -31,7 +33,18 @@ CORPORA = {
         prepare=["--format", "json", "--field", "paragraphs", "--split", "0.98,0.01,0.01"], lowercase=False,
         vocab=8000, whole_word=True, probes=["床前明月光，疑是地上[MASK]。", "白日依山盡，黃河入[MASK]流。",
                                              "春眠不覺曉，處處聞啼[MASK]。"]),
+    # Modern Chinese: the training parts of LCSTS (texts and summaries) and Tatoeba cmn-eng (both sides), as
+    # bench/applications.py pre-trains its Chinese decoder on; ChnSentiCorp's text is not in it.
+    "zh": dict(
+        sources=None, prepare=["--doc-sep", "line", "--split", "0.98,0.01,0.01"], lowercase=True, vocab=8000,
+        whole_word=True, probes=["今天天气很[MASK]。", "这家酒店的服务非常[MASK]。", "中国的首都是[MASK]京。"]),
 }
+
+
+def zh_corpus(out: Path) -> Path:
+    from applications import splits  # bench/applications.py: the same files, so the same text as its decoder
+
+    return splits(out)["zh_corpus"]
 
 
 def lmlab(*args) -> str:
@@ -41,7 +54,10 @@ def lmlab(*args) -> str:
     return result.stdout
 
 
-def tokenizer_texts(name: str):
+def tokenizer_texts(name: str, out: Path):
+    if name == "zh":
+        yield from zh_corpus(out).read_text(encoding="utf-8").splitlines()
+        return
     if name == "wikitext2":
         yield from (DATA / "wikitext-2" / "train.txt").read_text(encoding="utf-8").splitlines()
         return
@@ -58,9 +74,11 @@ def run(name: str, out: Path, seconds: float, steps: int) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = folder / "tokenizer.json"
     if not tokenizer.exists():
-        tokenizer.write_text(train_wordpiece(tokenizer_texts(name), spec["vocab"], spec["lowercase"]), encoding="utf-8")
+        tokenizer.write_text(train_wordpiece(tokenizer_texts(name, out), spec["vocab"], spec["lowercase"]),
+                             encoding="utf-8")
     if not (folder / "data" / "manifest.json").exists():
-        lmlab("prepare", *spec["sources"], "--out", folder / "data", "--tokenizer", tokenizer, *spec["prepare"],
+        sources = spec["sources"] or [str(zh_corpus(out))]
+        lmlab("prepare", *sources, "--out", folder / "data", "--tokenizer", tokenizer, *spec["prepare"],
               "--quiet", "--overwrite")
     # The "small" preset (4 x 256, 128 tokens) runs at ~5 s a step on 2 shared cores; this is 2 x 128, 64 tokens.
     train_args = ["--data", folder / "data", "--model", "encoder", "--preset", "small", "--max-steps", steps,

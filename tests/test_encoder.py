@@ -109,6 +109,9 @@ def test_registry_presets_and_no_generation():
     (dict(mask_prob=1.5), "mask_prob must be in (0, 1)"),
     (dict(pad_token_id=VOCAB), f"pad_token_id={VOCAB} is outside the vocabulary"),
     (dict(n_head=5), "n_head must divide d_model"),
+    (dict(packing="triples"), "packing must be one of full, pairs: packing='triples'"),
+    (dict(packing="pairs", type_vocab_size=1), "packing='pairs' gives the second segment token type 1, which needs "
+                                               "type_vocab_size >= 2: type_vocab_size=1"),
 ])
 def test_config_errors_name_field_and_value(fields, message):
     with pytest.raises(ConfigError) as error:

@@ -130,6 +130,99 @@ def test_whole_word_masking_groups_chinese_characters_into_jieba_words(wordpiece
     assert WordBoundaries(wordpiece).cjk.sum() > 20
 
 
+def pair_layout_checks(y, types, special):
+    """Every row is [CLS] A [SEP] B [SEP] with types 0 through the first [SEP] and 1 after; A's length per row."""
+    assert (y[:, 0] == special.cls).all() and (y[:, -1] == special.sep).all()
+    assert ((y == special.cls).sum(axis=1) == 1).all() and ((y == special.sep).sum(axis=1) == 2).all()
+    assert set(np.unique(types)) == {0, 1} and (np.diff(types, axis=1) >= 0).all()  # 0...0 then 1...1
+    first_b = types.argmax(axis=1)  # where B starts
+    middle = np.argmax(y == special.sep, axis=1)  # the first [SEP]
+    np.testing.assert_array_equal(first_b, middle + 1)  # the switch comes right after it
+    assert (middle >= 2).all() and (middle <= y.shape[1] - 3).all()  # A and B each hold a token
+    return middle - 1
+
+
+def test_sentence_pair_rows_split_at_sentence_ends(wordpiece):
+    from lmlab.training.masking import sentence_end_ids
+
+    config = EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=32, packing="pairs")
+    ids = np.array(wordpiece.encode(ENGLISH + CHINESE) * 20, np.int64)  # no document end: two [SEP] a row
+    split = TokenSplit("train", [ids], wordpiece.eos_id, 0, 1)
+    windows = MaskedWindows(split, config, wordpiece, batch_size=64, seed=3)
+    special, ends = special_ids(wordpiece), sentence_end_ids(wordpiece)
+    assert {wordpiece.id_to_token(int(i)) for i in ends} == {".", "\u3002", "[SEP]"}  # 。 and the end token
+    x, y, w, types = windows.batch(5)
+    assert x.shape == y.shape == w.shape == types.shape == (64, 32) and types.dtype == np.int32
+    a = pair_layout_checks(y, types, special)
+    assert not np.isin(y[w > 0], special.all).any()  # the masking is unchanged: specials never selected
+    assert (w.sum(axis=1) <= windows.max_predictions).all() and 0.08 < w[~np.isin(y, special.all)].mean() < 0.22
+    # The split follows a sentence end whenever the 29 tokens held one at least margin = 3 from either edge.
+    text = np.stack([np.concatenate([row[1:k + 1], row[k + 2:-1]]) for row, k in zip(y, a)])  # (64, 29)
+    has_end = np.isin(text[:, 2:-3], ends).any(axis=1)
+    ended = np.isin(y[np.arange(64), a], ends)  # A's last token
+    assert has_end.sum() > 32 and ended[has_end].all()
+    assert len(set(a[has_end])) > 5  # drawn, not always the same place
+    again = MaskedWindows(split, config, wordpiece, batch_size=64, seed=3).batch(5)  # pure function of (seed, step)
+    assert all(np.array_equal(p, q) for p, q in zip((x, y, w, types), again))
+    assert not np.array_equal(windows.batch(6)[3], types)
+
+
+def test_a_document_end_sep_becomes_the_middle_sep(wordpiece):
+    from lmlab.training.masking import pair_rows, sentence_end_ids
+
+    special, ends = special_ids(wordpiece), sentence_end_ids(wordpiece)
+    period, sep = wordpiece.encode("photographers watched.")[-1], special.sep
+    words = wordpiece.encode("foxes were jumping over sleeping dogs")
+    text = (words * 4)[:15]
+    windows = np.array([text[:9] + [period] + text[9:15]]  # ".": A ends with it; the window's last token left out
+                       + [text[:6] + [period, sep] + text[6:14]] * 20,  # ". [SEP]": split at the [SEP], the middle one
+                       np.int32)
+    rows, types = pair_rows(windows, np.random.default_rng(0), special, ends)
+    a = pair_layout_checks(rows, types, special)
+    assert a.tolist() == [10] + [7] * 20
+    assert rows[0].tolist() == [special.cls, *text[:9], period, sep, *text[9:14], sep]
+    assert (rows[1:] == [special.cls, *text[:6], period, sep, *text[6:14], sep]).all()  # never [SEP] [SEP]
+
+
+def test_pairs_need_token_types_and_cls_sep(wordpiece):
+    from lmlab.training.masking import SpecialIds, check_pairs
+
+    # (bad packing values and type_vocab_size=1: tests/test_encoder.py)
+    no_cls = SpecialIds(mask=4, cls=None, sep=None, pad=0, all=(0, 4), mask_token="[MASK]")
+    with pytest.raises(ConfigError, match=r"packing='pairs' builds \[CLS\] A \[SEP\] B \[SEP\] rows, which needs "
+                                          r"a tokenizer with \[CLS\] and \[SEP\]"):
+        check_pairs(no_cls, wordpiece, 32)
+    with pytest.raises(ConfigError, match="needs block_size >= 5"):
+        MaskedWindows(split_of(wordpiece, ENGLISH), EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=4,
+                                                                  packing="pairs"), wordpiece, batch_size=2)
+
+
+def test_only_pairs_train_the_second_segment_embedding(wordpiece):
+    """Under full packing every token type is 0, so row 1 of the table gets no gradient; pairs train it."""
+    import keras
+
+    from lmlab.models.encoder import build_encoder
+    from lmlab.training.steps import Stepper
+
+    moved = {}
+    for packing in ("full", "pairs"):
+        config = EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=24, n_layer=1, n_head=2, d_model=16,
+                               d_ff=24, packing=packing)
+        windows = MaskedWindows(split_of(wordpiece, ENGLISH + CHINESE), config, wordpiece, batch_size=6, seed=0)
+        model = build_encoder(config, seed=7)
+        start = model.token_types.embeddings.numpy().copy()
+        stepper = Stepper(model, keras.optimizers.Adam(1e-2), max_predictions=windows.max_predictions)
+        for step in range(2):
+            x, y, w, *types = windows.batch(step)
+            loss, _ = stepper.train(x[None], y[None], weights=w[None], types=types[0][None] if types else None)
+            assert math.isfinite(loss)
+        stepper.sync()
+        change = np.abs(model.token_types.embeddings.numpy() - start).max(axis=1)
+        assert change[0] > 1e-3
+        moved[packing] = change[1]
+    assert moved["full"] == 0.0 and moved["pairs"] > 1e-3
+
+
 def test_a_tokenizer_without_mask_token_is_refused():
     char = train_tokenizer("char", [ENGLISH])
     with pytest.raises(ConfigError, match=r"needs a tokenizer with a mask token \(\[MASK\] or <mask>\); this char"):
@@ -220,6 +313,49 @@ def test_resumed_pretraining_logs_the_losses_of_the_uninterrupted_run(pretrained
                                rtol=1e-6)
 
 
+def test_sentence_pair_pretraining_from_the_cli_resumes_exactly(wordpiece, pretrained, tmp_path, cli):
+    """--set model.packing=pairs through the trainer (two micro-batches a step), killed and resumed, then scored."""
+    import shutil
+
+    from lmlab.runs import load_run
+
+    data = pretrained.parent / "data"
+    run = tmp_path / "pairs"
+    code, _, err = cli("train", "--data", data, "--model", "encoder", "--preset", "debug", "--max-steps", 6,
+                       "--set", "warmup_steps=2", "--set", "learning_rate=3e-3", "--set", "eval_interval=3",
+                       "--set", "eval_batches=2", "--set", "log_interval=1", "--set", "batch_size=4",
+                       "--set", "grad_accum=2", "--set", "weight_decay=0", "--set", "model.packing=pairs",
+                       "--out", run, "--quiet")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["model"]["packing"] == "pairs"
+    copy = tmp_path / "copy"  # as if killed after step 3: its later checkpoint and log lines gone
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / "step-000006")
+    for pointer in ("last", "best"):
+        (copy / "checkpoints" / f"{pointer}.json").write_text(json.dumps({"checkpoint": "step-000003", "step": 3}))
+    records = [json.loads(line) for line in (copy / "log.jsonl").read_text().splitlines()]
+    (copy / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= 3))
+    code, _, err = cli("train", "--resume", copy, "--quiet")
+    assert code == 0, err
+
+    def logged(folder, key):
+        return [(r["step"], r[key]) for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
+                if key in r]
+
+    assert [step for step, _ in logged(copy, "loss")] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose([v for _, v in logged(copy, key)], [v for _, v in logged(run, key)], rtol=1e-6)
+    from lmlab import registry
+
+    loaded = load_run(run, "last")  # no weight decay: only a gradient moves the type-1 embedding
+    trained, start = loaded.model, registry.build_model(loaded.model.config, seed=loaded.config["train"]["seed"])
+    assert np.abs(trained.token_types.embeddings.numpy()[1] - start.token_types.embeddings.numpy()[1]).max() > 1e-4
+    code, out, err = cli("eval", run, "--json")  # scored on sentence-pair rows, as it was trained
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["packing"] == "pairs" and result["masked_tokens"] > 0 and result["pseudo_perplexity"] > 1
+
+
 def test_fine_tune_a_classifier_from_cls(pretrained, tmp_path, cli):
     rows = ["sentence\tlabel"] + [f"the foxes were {w} {i}\t{int(w == 'jumping')}" for i in range(6)
                                    for w in ("jumping", "sleeping")]
@@ -248,7 +384,7 @@ QUESTIONS = [("what were jumping over sleeping dogs?", "unbelievable foxes"), ("
 
 def test_span_windows_hold_the_answer_tokens(wordpiece, tmp_path):
     from lmlab.tasks.config import FinetuneConfig
-    from lmlab.tasks.span import SpanTask
+    from lmlab.tasks.span import SpanData, SpanTask
     from lmlab.tasks.squad import read_squad
 
     examples = read_squad(squad_file(tmp_path / "qa.json", QUESTIONS[:4]))
@@ -263,6 +399,11 @@ def test_span_windows_hold_the_answer_tokens(wordpiece, tmp_path):
             assert wordpiece.decode(f.ids[f.start:f.end + 1]) == answer
             assert f.ids[0] == special_ids(wordpiece).cls and len(f.ids) <= 48
     assert any(f.start == f.end == 0 for f in features)  # windows without the answer point at [CLS]
+    batch = next(SpanData(features, 48).batches(4))  # segment ids as BERT's: 1 from the window to its [SEP]
+    ids, segments, lengths = batch.inputs
+    for row, f in enumerate(features[:4]):
+        assert segments[row, :f.offset].tolist() == [0] * f.offset and ids[row, f.offset - 1] == special_ids(wordpiece).sep
+        assert segments[row, f.offset:lengths[row]].all() and not segments[row, lengths[row]:].any()
     long_question = SpanTask(FinetuneConfig(task="span"), wordpiece, 16, {}, log=lambda m: None)
     with pytest.raises(ConfigError, match="the question is .* tokens; with \\[CLS\\] and two \\[SEP\\] it leaves"):
         long_question._features(examples, training=True)

@@ -45,6 +45,7 @@ from lmlab.models.base import LanguageModel, ModelConfig, is_number
 
 FAMILY = "encoder"
 NORMS = ("post", "pre")
+PACKINGS = ("full", "pairs")  # pretraining rows: RoBERTa's full sentences or BERT's sentence pairs
 INIT_STDDEV = 0.02  # BERT's initializer_range
 _AUTO_FIELDS = ("d_ff",)
 
@@ -58,7 +59,11 @@ class EncoderConfig(ModelConfig):
     rows longer. Pretraining (:mod:`lmlab.training.masking`): ``mask_prob`` of the
     tokens are selected, of those 80% become the mask token, 10% a random token and
     10% stay; ``whole_word`` selects whole words (word pieces of one word together;
-    Chinese words from jieba) instead of single tokens.
+    Chinese words from jieba) instead of single tokens. ``packing`` lays out the
+    rows: ``"full"`` (RoBERTa's FULL-SENTENCES), ``[CLS] window [SEP]``, all segment
+    id 0; ``"pairs"`` (BERT's sentence pairs, without next-sentence prediction),
+    ``[CLS] A [SEP] B [SEP]`` with segment ids 0 then 1, which needs
+    ``type_vocab_size >= 2`` (and a tokenizer with ``[CLS]`` and ``[SEP]``).
     """
 
     vocab_size: int
@@ -75,6 +80,7 @@ class EncoderConfig(ModelConfig):
     norm_eps: float = 1e-12
     mask_prob: float = 0.15
     whole_word: bool = False
+    packing: str = "full"
     family: str = FAMILY
     _auto: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
@@ -105,6 +111,12 @@ class EncoderConfig(ModelConfig):
             raise ConfigError(f"mask_prob must be in (0, 1): mask_prob={self.mask_prob!r}")
         if not isinstance(self.whole_word, bool):
             raise ConfigError(f"whole_word must be true or false: whole_word={self.whole_word!r}")
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"packing must be one of {', '.join(PACKINGS)}: packing={self.packing!r}")
+        if self.packing == "pairs" and self.type_vocab_size < 2:
+            raise ConfigError(f"packing='pairs' gives the second segment token type 1, which needs "
+                              f"type_vocab_size >= 2: type_vocab_size={self.type_vocab_size} (RoBERTa-style "
+                              "models have 1; use packing='full')")
         if self.d_model % self.n_head:
             raise ConfigError(f"n_head must divide d_model: d_model={self.d_model}, n_head={self.n_head}")
         if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:

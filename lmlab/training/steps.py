@@ -8,6 +8,9 @@ written back to the model by :meth:`Stepper.sync`.
 A step takes ``(A, B, T)`` inputs and targets: ``A`` micro-batches whose
 gradients are averaged before one optimizer update (gradient accumulation),
 and returns the mean loss and the global gradient norm before clipping.
+A masked LM's step also takes which targets count (``weights``) and, with
+sentence-pair packing, the token types; a decoder's step takes neither, so
+its compiled step is the one it always was.
 
 With ``skip_bad=True`` a step whose loss or gradient norm is not finite leaves
 the weights and the optimizer (moments, step counter, hence the learning-rate
@@ -87,22 +90,24 @@ class Stepper:
             return
         gather = self.max_predictions
 
-        def training_loss(x, y, weights):
+        def training_loss(x, y, weights, types):
             if weights is None:
                 return mean_loss(y, model(x, training=True))
+            segments = {} if types is None else {"token_type_ids": types}  # sentence-pair packing
             if gather:
                 positions, y, weights = masked_targets(y, weights, gather)
-                return mean_loss(y, model(x, training=True, masked_positions=positions), weights)
-            return mean_loss(y, model(x, training=True), weights)
+                return mean_loss(y, model(x, training=True, masked_positions=positions, **segments), weights)
+            return mean_loss(y, model(x, training=True, **segments), weights)
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def train(x, y, loss_weight, weights=None):
+        def train(x, y, loss_weight, weights=None, types=None):
             variables = model.trainable_variables
             grads = [tf.zeros_like(v) for v in variables]
             total = 0.0
             for i in range(accum):
                 with tf.GradientTape() as tape:
-                    loss = training_loss(x[i], y[i], None if weights is None else weights[i]) * loss_weight
+                    loss = training_loss(x[i], y[i], None if weights is None else weights[i],
+                                         None if types is None else types[i]) * loss_weight
                     scaled = optimizer.scale_loss(loss)
                 for j, g in enumerate(tape.gradient(scaled, variables)):
                     grads[j] += g
@@ -120,8 +125,9 @@ class Stepper:
             return total / accum, norm
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def evaluate(x, y, mask):
-            nll = token_loss(y, model(x, training=False))
+        def evaluate(x, y, mask, types=None):
+            segments = {} if types is None else {"token_type_ids": types}
+            nll = token_loss(y, model(x, training=False, **segments))
             return ops.sum(nll * mask), ops.sum(mask)
 
         self._train, self._evaluate = train, evaluate
@@ -135,25 +141,28 @@ class Stepper:
 
         gather = self.max_predictions
 
-        def loss_fn(trainable, non_trainable, x, y, loss_weight, weights=None):
+        def loss_fn(trainable, non_trainable, x, y, loss_weight, weights=None, types=None):
+            segments = {} if types is None else {"token_type_ids": types}  # sentence-pair packing
             if weights is not None and gather:
                 positions, y, weights = masked_targets(y, weights, gather)
                 logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True,
-                                                             masked_positions=positions)
+                                                             masked_positions=positions, **segments)
             else:
-                logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+                logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True,
+                                                             **segments)
             return mean_loss(y, logits, weights) * loss_weight, non_trainable
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
         @jax.jit
-        def train(state, x, y, loss_weight, weights=None):
+        def train(state, x, y, loss_weight, weights=None, types=None):
             trainable, non_trainable, optimizer_vars = state
             grads = [jax.numpy.zeros_like(v) for v in trainable]
             total = 0.0
             for i in range(accum):
                 (loss, non_trainable), g = grad_fn(trainable, non_trainable, x[i], y[i], loss_weight,
-                                                   None if weights is None else weights[i])
+                                                   None if weights is None else weights[i],
+                                                   None if types is None else types[i])
                 grads = [a + b for a, b in zip(grads, g)]
                 total += loss
             grads = [g / accum for g in grads]
@@ -170,8 +179,9 @@ class Stepper:
             return (trainable, non_trainable, optimizer_vars), total / accum, norm
 
         @jax.jit
-        def evaluate(trainable, non_trainable, x, y, mask):
-            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        def evaluate(trainable, non_trainable, x, y, mask, types=None):
+            segments = {} if types is None else {"token_type_ids": types}
+            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False, **segments)
             nll = token_loss(y, logits)
             return ops.sum(nll * mask), ops.sum(mask)
 
@@ -188,19 +198,22 @@ class Stepper:
     # ---------------------------------------------------------- API
 
     def train(self, x: np.ndarray, y: np.ndarray, loss_weight: float = 1.0,
-              weights: np.ndarray | None = None) -> tuple[float, float]:
+              weights: np.ndarray | None = None, types: np.ndarray | None = None) -> tuple[float, float]:
         """One optimizer step on ``(A, B, T)`` arrays; returns (loss, gradient norm).
 
         ``weights`` ``(A, B, T)``: which targets count (a masked LM's masked positions); default all.
+        ``types`` ``(A, B, T)``: a masked LM's token types (sentence-pair packing); default all 0.
         """
         weight = np.float32(loss_weight)  # an array, not a Python float: one compiled step for every value
+        if types is not None and weights is None:
+            raise ConfigError("token types come with a masked LM's weights (sentence-pair packing)")
         if weights is not None:  # masked LM: not (yet) through a multi-device placement
             if self.placement is not None:
                 raise ConfigError("masked-LM training runs on one device; leave the distribution setting off")
             if self.backend == "tensorflow":
-                loss, norm = self._train(x, y, weight, weights)
+                loss, norm = self._train(x, y, weight, weights, types)
             else:
-                self._state, loss, norm = self._jax_train(self._jax_state(), x, y, weight, weights)
+                self._state, loss, norm = self._jax_train(self._jax_state(), x, y, weight, weights, types)
             return float(loss), float(norm)
         if self.backend == "tensorflow":
             loss, norm = self._train(x, y, weight)
@@ -212,8 +225,20 @@ class Stepper:
             self._state, loss, norm = self._jax_train(self._jax_state(), x, y, weight)
         return float(loss), float(norm)
 
-    def evaluate(self, x, y, mask) -> tuple[float, float]:
-        """Summed negative log-likelihood (nats) over masked targets, and their count."""
+    def evaluate(self, x, y, mask, types=None) -> tuple[float, float]:
+        """Summed negative log-likelihood (nats) over masked targets, and their count.
+
+        ``types``: a masked LM's token types (sentence-pair packing); default all 0.
+        """
+        if types is not None:  # masked LM: one device (as in train)
+            if self.placement is not None:
+                raise ConfigError("masked-LM training runs on one device; leave the distribution setting off")
+            if self.backend == "tensorflow":
+                total, count = self._evaluate(x, y, mask, types)
+            else:
+                trainable, non_trainable, _ = self._jax_state()
+                total, count = self._jax_evaluate(trainable, non_trainable, x, y, mask, types)
+            return float(total), float(count)
         if self.backend == "tensorflow":
             total, count = self._evaluate(x, y, mask)
         else:

@@ -187,10 +187,11 @@ class Trainer:
         stopped = "max_steps"
         try:
             while step < config.max_steps and not (config.max_seconds and elapsed >= config.max_seconds):
-                x, y, *weights = self.batches.batch(step)  # masked LM: a third array, which targets count
+                # Masked LM: a third array (which targets count) and, with sentence pairs, a fourth (token types).
+                x, y, *extra = self.batches.batch(step)
+                weights, types = [a.reshape(accum, -1, block) for a in extra] + [None] * (2 - len(extra))
                 loss, norm = self.stepper.train(x.reshape(accum, -1, block), y.reshape(accum, -1, block),
-                                                poison.get(step + 1, 1.0),
-                                                weights[0].reshape(accum, -1, block) if weights else None)
+                                                poison.get(step + 1, 1.0), weights, types)
                 step += 1
                 if kill_after and step >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -274,8 +275,9 @@ class Trainer:
     def validation_loss(self) -> float:
         total = count = 0.0
         for index in range(self.config.eval_batches):
-            x, y, *weights = self.valid_batches.batch(index)  # the same windows at every evaluation
-            nll, n = self.stepper.evaluate(x, y, weights[0] if weights else np.ones(x.shape, np.float32))
+            x, y, *extra = self.valid_batches.batch(index)  # the same windows at every evaluation
+            nll, n = self.stepper.evaluate(x, y, extra[0] if extra else np.ones(x.shape, np.float32),
+                                           extra[1] if len(extra) > 1 else None)
             total, count = total + nll, count + n
         return total / count
 
