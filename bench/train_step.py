@@ -18,7 +18,9 @@ For each shape, tokens/s (``batch * block / seconds per step``) of one full opti
   global-norm clipping at 1.0, weight decay on matrices only) driven by
   :class:`lmlab.training.steps.Stepper` ``.train`` -- the XLA-compiled step lmlab's trainer runs;
 * ``lmlab_bf16``: the same, built under ``keras.config.set_dtype_policy("mixed_bfloat16")``
-  (reset to float32 afterwards);
+  (reset to float32 afterwards) and compiled as the trainer's ``compile: auto`` does for it
+  (:func:`lmlab.training.steps.use_xla`: on a CPU, a TensorFlow graph, whose oneDNN matmuls use
+  bfloat16 instructions, instead of XLA, whose CPU backend computes bfloat16 products in float32);
 * ``transformers``: ``GPT2LMHeadModel`` of the same shape (tied embeddings, ``gelu_new``,
   LayerNorm eps 1e-5, all dropouts 0, the library's default attention, i.e. SDPA) in eager
   PyTorch: cross-entropy on the logits, ``torch.nn.utils.clip_grad_norm_(…, 1.0)``,
@@ -212,7 +214,7 @@ def lmlab_parts(shape: dict, attention: str = "fused"):
 
 def lmlab_step(shape: dict, part: str, inter_op: int):
     tf, keras = tf_setup(inter_op)
-    from lmlab.training.steps import Stepper, global_norm, token_loss
+    from lmlab.training.steps import Stepper, global_norm, token_loss, use_xla
 
     keras.config.set_dtype_policy("mixed_bfloat16" if part == "lmlab_bf16" else "float32")
     try:
@@ -227,7 +229,8 @@ def lmlab_step(shape: dict, part: str, inter_op: int):
         model, optimizer = lmlab_parts(shape, "reference" if part == "reference_attn" else "fused")
         info = {"parameters": int(model.num_parameters()), "flops_per_token": int(model.flops_per_token())}
         if part in ("lmlab", "lmlab_bf16", "stepper", "reference_attn"):
-            stepper = Stepper(model, optimizer)
+            precision = "mixed_bfloat16" if part == "lmlab_bf16" else "float32"
+            stepper = Stepper(model, optimizer, jit_compile=use_xla("auto", precision))
             return stepper.train, [(x[None], y[None]) for x, y in data], info  # (A=1, B, T)
         if part == "keras_fit":
             model.compile(optimizer=optimizer, jit_compile=True,

@@ -94,6 +94,8 @@ def test_config_validation_and_files(tmp_path):
         build_config(overrides=["batchsize=3"])
     with pytest.raises(ConfigError, match="precision must be one of"):
         TrainConfig(precision="fp8")
+    with pytest.raises(ConfigError, match="compile must be one of auto, xla, graph, got 'jit'"):
+        TrainConfig(compile="jit")
     with pytest.raises(ConfigError, match="warmup_steps \\(100\\) must be less than max_steps \\(50\\)"):
         TrainConfig(max_steps=50)
     path = tmp_path / "run.yaml"
@@ -213,6 +215,27 @@ def test_jax_backend_trains_and_generates(shakespeare, tmp_path):
                             env={**os.environ, "KERAS_BACKEND": "jax"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.split()[-1]) < 5
+
+
+def test_graph_and_xla_steps_agree():
+    """``compile: graph`` (TensorFlow's plain graph, which bfloat16 on a CPU gets) trains as the XLA step does."""
+    import keras
+    import tensorflow as tf
+
+    from lmlab.models.transformer import build_transformer, preset
+    from lmlab.training.steps import Stepper, use_xla
+
+    assert use_xla("xla", "mixed_bfloat16") and not use_xla("graph") and use_xla("auto", "float32")
+    if not tf.config.list_physical_devices("GPU"):
+        assert not use_xla("auto", "mixed_bfloat16")  # XLA's CPU backend has no bfloat16 matmuls
+    config = preset("debug", vocab_size=20, block_size=8, dropout=0.0)
+    tokens = np.random.default_rng(0).integers(0, 20, (1, 4, 9)).astype(np.int32)
+    losses = []
+    for jit in (True, False):
+        stepper = Stepper(build_transformer(config, seed=0), keras.optimizers.AdamW(1e-2), jit_compile=jit)
+        losses.append([stepper.train(tokens[..., :-1], tokens[..., 1:]) for _ in range(3)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    assert losses[0][2][0] < losses[0][0][0]
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])

@@ -19,6 +19,7 @@ from pathlib import Path
 from lmlab.errors import ConfigError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+COMPILE_MODES = ("auto", "xla", "graph")  # how TensorFlow compiles the step (lmlab.training.steps.use_xla)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # global norm; 0 turns clipping off
     precision: str = "float32"
+    compile: str = "auto"  # TensorFlow: xla | graph | auto (XLA, but graph mode for bfloat16 on a CPU)
     eval_interval: int = 250
     eval_batches: int = 20  # batches of random validation windows per evaluation
     early_stopping: int = 0  # evaluations without improvement before stopping; 0: never
@@ -50,7 +52,7 @@ class TrainConfig:
     mesh: str = ""  # distribute=model: "batch=B,model=M"; empty: batch=1, model=every device
 
     def __post_init__(self):
-        for name in ("data", "family", "preset", "precision"):
+        for name in ("data", "family", "preset", "precision", "compile"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {_show(getattr(self, name))}")
         positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "log_interval",
@@ -85,6 +87,8 @@ class TrainConfig:
             raise ConfigError(f"warmup_steps ({self.warmup_steps}) must be less than max_steps ({self.max_steps})")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         from lmlab.registry import ALIASES, family
 
         family(self.family)  # raises for an unknown family

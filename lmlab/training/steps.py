@@ -1,7 +1,10 @@
 """Compiled training and evaluation steps: the one place that knows the backend.
 
 TensorFlow: ``tf.function(jit_compile=True)`` (XLA; Keras's ``"auto"`` would
-leave XLA off on a CPU-only TensorFlow). JAX: ``jax.jit`` over Keras's
+leave XLA off on a CPU-only TensorFlow), or a plain graph where :func:`use_xla`
+says so: XLA's CPU backend has no bfloat16 matrix products (it computes them in
+float32), while TensorFlow's graph mode runs them through oneDNN, which uses the
+CPU's bfloat16 instructions (AVX512_BF16, AMX) where it has them. JAX: ``jax.jit`` over Keras's
 stateless API, with the variables' values held here between steps and
 written back to the model by :meth:`Stepper.sync`.
 
@@ -26,6 +29,22 @@ import numpy as np
 from keras import ops
 
 from lmlab.errors import ConfigError
+
+
+def use_xla(compile: str = "auto", precision: str = "float32") -> bool:
+    """Whether TensorFlow compiles the step with XLA: ``compile`` is ``xla``, ``graph`` or ``auto``.
+
+    ``auto``: XLA, except mixed bfloat16 with no GPU. Measured on a 2-core AVX512_BF16 CPU (GPT-2 shape,
+    6 x 384, 16 x 256 tokens): float32 + XLA 1.86 s a step, bfloat16 + XLA 1.97 s, bfloat16 graph 1.35 s
+    (bench/RESULTS.md); small models stay faster in float32 with XLA, which fuses their many small ops.
+    """
+    if compile != "auto":
+        return compile == "xla"
+    if precision != "mixed_bfloat16" or keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def token_loss(targets, logits):
@@ -65,8 +84,9 @@ def all_finite(loss, norm):
 
 class Stepper:
     def __init__(self, model, optimizer=None, grad_accum: int = 1, skip_bad: bool = False, placement=None,
-                 max_predictions: int | None = None):
+                 max_predictions: int | None = None, jit_compile: bool = True):
         self.model, self.optimizer, self.grad_accum, self.skip_bad = model, optimizer, grad_accum, skip_bad
+        self.jit_compile = jit_compile  # TensorFlow only: XLA, or a plain graph (see use_xla)
         # A masked LM's training step computes the output layer at most this many positions a row.
         self.max_predictions = max_predictions
         # Across devices (lmlab.distribute): TensorFlow gets the strategy's step, JAX lays out each batch.
@@ -99,7 +119,7 @@ class Stepper:
                 return mean_loss(y, model(x, training=True, masked_positions=positions, **segments), weights)
             return mean_loss(y, model(x, training=True, **segments), weights)
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
         def train(x, y, loss_weight, weights=None, types=None):
             variables = model.trainable_variables
             grads = [tf.zeros_like(v) for v in variables]
@@ -124,7 +144,7 @@ class Stepper:
                 update()
             return total / accum, norm
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
         def evaluate(x, y, mask, types=None):
             segments = {} if types is None else {"token_type_ids": types}
             nll = token_loss(y, model(x, training=False, **segments))

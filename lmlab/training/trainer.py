@@ -117,7 +117,7 @@ class Trainer:
             self.optimizer, self.schedule = build_optimizer(config, self.model)
         if self.placement.kind != "none":
             self.log(f"distributed: {self.placement.describe()}")
-        from lmlab.training.steps import Stepper
+        from lmlab.training.steps import Stepper, use_xla
 
         block = self.model_config.block_size
         if registry.family(config.family).objective == "mlm":  # masked tokens instead of next tokens
@@ -133,7 +133,8 @@ class Trainer:
             self.valid_batches = RandomWindows(self.valid_split or self.train_split, block, config.batch_size,
                                                config.seed + 1)
         self.stepper = Stepper(self.model, self.optimizer, config.grad_accum, skip_bad=config.skip_bad_batches,
-                               placement=self.placement, max_predictions=getattr(self.batches, "max_predictions", None))
+                               placement=self.placement, max_predictions=getattr(self.batches, "max_predictions", None),
+                               jit_compile=use_xla(config.compile, config.precision))
         if not self.resume and self.placement.is_chief:  # other workers of a distributed run write nothing
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tokenizer.save(self.run_dir / "tokenizer.json")
