@@ -290,17 +290,23 @@ def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, pretrained, cli
     assert code == 1 and "use lmlab fill-mask" in err
 
 
-def test_resumed_pretraining_logs_the_losses_of_the_uninterrupted_run(pretrained, tmp_path, cli):
-    """Windows and masks are functions of (seed, step): resumed from its middle checkpoint, a run repeats itself."""
+def killed_copy(run, copy, at: int, last: int):
+    """A copy of ``run`` as if killed after step ``at``: its step-``last`` checkpoint and later log lines gone."""
     import shutil
 
-    copy = tmp_path / "run"
-    shutil.copytree(pretrained, copy)
-    shutil.rmtree(copy / "checkpoints" / "step-000016")
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / f"step-{last:06d}")
     for pointer in ("last", "best"):
-        (copy / "checkpoints" / f"{pointer}.json").write_text(json.dumps({"checkpoint": "step-000008", "step": 8}))
+        (copy / "checkpoints" / f"{pointer}.json").write_text(json.dumps({"checkpoint": f"step-{at:06d}",
+                                                                          "step": at}))
     records = [json.loads(line) for line in (copy / "log.jsonl").read_text().splitlines()]
-    (copy / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= 8))
+    (copy / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= at))
+    return copy
+
+
+def test_resumed_pretraining_logs_the_losses_of_the_uninterrupted_run(pretrained, tmp_path, cli):
+    """Windows and masks are functions of (seed, step): resumed from its middle checkpoint, a run repeats itself."""
+    copy = killed_copy(pretrained, tmp_path / "run", at=8, last=16)
     code, _, err = cli("train", "--resume", copy, "--quiet")
     assert code == 0, err
 
@@ -315,8 +321,6 @@ def test_resumed_pretraining_logs_the_losses_of_the_uninterrupted_run(pretrained
 
 def test_sentence_pair_pretraining_from_the_cli_resumes_exactly(wordpiece, pretrained, tmp_path, cli):
     """--set model.packing=pairs through the trainer (two micro-batches a step), killed and resumed, then scored."""
-    import shutil
-
     from lmlab.runs import load_run
 
     data = pretrained.parent / "data"
@@ -328,13 +332,7 @@ def test_sentence_pair_pretraining_from_the_cli_resumes_exactly(wordpiece, pretr
                        "--out", run, "--quiet")
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["model"]["packing"] == "pairs"
-    copy = tmp_path / "copy"  # as if killed after step 3: its later checkpoint and log lines gone
-    shutil.copytree(run, copy)
-    shutil.rmtree(copy / "checkpoints" / "step-000006")
-    for pointer in ("last", "best"):
-        (copy / "checkpoints" / f"{pointer}.json").write_text(json.dumps({"checkpoint": "step-000003", "step": 3}))
-    records = [json.loads(line) for line in (copy / "log.jsonl").read_text().splitlines()]
-    (copy / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records if r["step"] <= 3))
+    copy = killed_copy(run, tmp_path / "copy", at=3, last=6)
     code, _, err = cli("train", "--resume", copy, "--quiet")
     assert code == 0, err
 
@@ -402,11 +400,50 @@ def test_span_windows_hold_the_answer_tokens(wordpiece, tmp_path):
     batch = next(SpanData(features, 48).batches(4))  # segment ids as BERT's: 1 from the window to its [SEP]
     ids, segments, lengths = batch.inputs
     for row, f in enumerate(features[:4]):
-        assert segments[row, :f.offset].tolist() == [0] * f.offset and ids[row, f.offset - 1] == special_ids(wordpiece).sep
+        assert segments[row, :f.offset].tolist() == [0] * f.offset
+        assert ids[row, f.offset - 1] == special_ids(wordpiece).sep
         assert segments[row, f.offset:lengths[row]].all() and not segments[row, lengths[row]:].any()
     long_question = SpanTask(FinetuneConfig(task="span"), wordpiece, 16, {}, log=lambda m: None)
     with pytest.raises(ConfigError, match="the question is .* tokens; with \\[CLS\\] and two \\[SEP\\] it leaves"):
         long_question._features(examples, training=True)
+
+
+def test_span_training_labels_the_annotated_occurrence_of_a_repeated_answer(wordpiece, tmp_path):
+    """answer_start picks the second "foxes"; a wrong offset moves to the nearest occurrence, counted."""
+    from lmlab.errors import DataError
+    from lmlab.tasks.config import FinetuneConfig
+    from lmlab.tasks.span import SpanTask
+    from lmlab.tasks.squad import read_squad
+
+    context = "the unbelievable foxes were jumping while the photographers watched the sleeping foxes."
+    second = context.rindex("foxes")
+    answers = [[{"text": "foxes", "answer_start": second}], [{"text": "foxes", "answer_start": second - 3}],
+               [{"text": "foxes"}]]  # annotated; 3 characters off (nearest: the second); no offset: the first
+    qas = [{"id": str(i), "question": "what slept?", "answers": a} for i, a in enumerate(answers)]
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}))
+    lines = []
+    examples = read_squad(path, log=lines.append)
+    assert [e.starts for e in examples] == [(second,), (second,), (None,)]
+    assert len(lines) == 1 and "1 answer(s) not at their answer_start" in lines[0]
+    # The answer's first token in the context: after the tokens of the text before the occurrence.
+    first, annotated = (len(wordpiece.encode(context[:at])) for at in (context.index("foxes"), second))
+    assert first < annotated
+    room = 24 - len(wordpiece.encode("what slept?")) - 3
+    for block_size, stride in ((48, None), (24, room // 2)):  # one window; several (stride: half a window)
+        task = SpanTask(FinetuneConfig(task="span"), wordpiece, block_size, {}, log=lambda m: None)
+        features = task._features(examples, training=True)
+        for index, expected in enumerate((annotated, annotated, first)):
+            windows = [f for f in features if f.example == index]
+            holding = [(k, f) for k, f in enumerate(windows) if f.start > 0]
+            assert len(holding) >= (1 if stride is None else 2), (block_size, index)
+            for k, f in holding:
+                assert wordpiece.decode(f.ids[f.start:f.end + 1]) == "foxes"
+                assert k * (stride or 0) + f.start - f.offset == expected  # window k starts at token k * stride
+    qas[0]["answers"] = [{"text": "cats", "answer_start": 4}]
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}))
+    with pytest.raises(DataError, match=r"question '0': the answer 'cats' \(answer_start 4\) is not in the context"):
+        read_squad(path)
 
 
 def test_fine_tune_and_evaluate_extractive_qa(pretrained, tmp_path, cli):
