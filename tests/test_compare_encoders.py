@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,55 @@ def test_an_interrupted_fine_tuning_keeps_the_pretraining_and_a_rerun_skips_done
     run_experiment(folder / "sweep.yaml", out, log=lines.append)
     assert sum("done, skipped" in line for line in lines) == 2
     assert {p: p.stat().st_mtime_ns for p in Path(out, "runs").glob("*/done.json")} == stamps
+
+
+def test_a_changed_finetune_section_is_refused_before_any_run(swept, folder, tmp_path):
+    """As a changed pretraining config: compare names the field rather than reuse the old fine-tuned result."""
+    import shutil
+
+    out = swept[0]
+    stamps = {p: p.stat().st_mtime_ns for p in Path(out, "runs").glob("*/*.json")}
+    base = SWEEP.format(folder=folder)
+
+    def check(text, where=out):
+        path = tmp_path / "changed.yaml"
+        path.write_text(text, encoding="utf-8")
+        return run_experiment(path, where, dry_run=True, log=lambda m: None)
+
+    check(base)  # unchanged: no complaint
+    bert = re.escape(str(out / "runs" / "bert-s1337"))
+    for old, new, message in [
+        ("  learning_rate: 1e-3\n", "  learning_rate: 2e-3\n", r"finetune.learning_rate: 0.001 on disk, 0.002 now"),
+        ("  steps: 4\n", "  steps: 4\n  limit: 100\n", r"finetune.limit: None on disk, 100 now"),
+        ("  steps: 4\n", "  steps: 4\n  pooling: mean\n", r"finetune.pooling: 'cls' on disk, 'mean' now"),
+        ("sst2-test.tsv", "sst2-train.tsv", r"finetune.test: '.*sst2-test.tsv' on disk, '.*sst2-train.tsv' now"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"{bert} was fine-tuned with another finetune section \({message}\); "
+                                              rf"keep the file as it was, .* to fine-tune it again"):
+            check(base.replace(old, new))
+    encoder_alone = base[:base.index("finetune:")] + "runs:\n  - {name: bert, family: encoder, preset: debug}\n"
+    with pytest.raises(ConfigError, match=rf"{bert} was fine-tuned, but the experiment now has no finetune section"):
+        check(encoder_alone)
+    assert {p: p.stat().st_mtime_ns for p in Path(out, "runs").glob("*/*.json")} == stamps
+
+    # A run done before records kept their section: its fine-tuned folder's config is compared (data options aren't).
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for path in [*old.glob("runs/*/finetuned.json"), *old.glob("runs/*/done.json")]:
+        record = json.loads(path.read_text())
+        (record.get("finetune") or record).pop("section")
+        path.write_text(json.dumps(record))
+    check(base.replace("  steps: 4\n", "  steps: 4\n  limit: 100\n"), old)
+    with pytest.raises(ConfigError, match=r"bert-s1337 was fine-tuned with another finetune section "
+                                          r"\(finetune.learning_rate: 0.001 on disk, 0.002 now\)"):
+        check(base.replace("  learning_rate: 1e-3\n", "  learning_rate: 2e-3\n"), old)
+    (old / "runs" / "bert-s1337" / FINETUNED).unlink()  # and one done without the section
+    done_record = json.loads((old / "runs" / "bert-s1337" / "done.json").read_text())
+    del done_record["finetune"]
+    (old / "runs" / "bert-s1337" / "done.json").write_text(json.dumps(done_record))
+    with pytest.raises(ConfigError, match=r"bert-s1337 was done without fine-tuning, but the experiment now has a "
+                                          r"finetune section"):
+        check(base, old)
 
 
 def _experiment(**changes):

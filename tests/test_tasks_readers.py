@@ -13,6 +13,7 @@ from lmlab.tasks.examples import TaskExample
 from lmlab.tasks.labelled import label_ids, label_set, read_labelled
 from lmlab.tasks.pairs import group_references, read_task_examples
 from lmlab.tasks.prompts import fit_prompt, training_sequence
+from lmlab.tasks.squad import read_squad
 from lmlab.tasks.templates import BUILTIN, load_template
 from lmlab.tokenizers import CharTokenizer, WordTokenizer
 from tests.conftest import data_path
@@ -134,6 +135,8 @@ def test_squad_v11_dev_and_a_v20_unanswerable_question(tmp_path):
     first = questions[0]
     assert first.fields["question"] == "Which NFL team represented the AFC at Super Bowl 50?"
     assert first.target == "Denver Broncos" and first.references == ("Denver Broncos",) * 3
+    assert first.starts == (177,) * 3 and first.fields["context"][177:191] == "Denver Broncos"
+    assert all(e.fields["context"][e.starts[0]:].startswith(e.target) for e in questions)  # every offset checked
     v2 = {"version": "v2.0", "data": [{"title": "T", "paragraphs": [{"context": "Cats purr.", "qas": [
         {"id": "q1", "question": "Do dogs purr?", "answers": [], "is_impossible": True,
          "plausible_answers": [{"text": "purr", "answer_start": 5}]},
@@ -143,6 +146,34 @@ def test_squad_v11_dev_and_a_v20_unanswerable_question(tmp_path):
     impossible, answerable = read_task_examples(path)
     assert impossible.target == "" and impossible.references == ("",)
     assert answerable.references == ("Cats",) and answerable.id == "q2"
+    assert impossible.starts == () and answerable.starts == (0,)
+
+
+def squad_json(context, answers):
+    qas = [{"id": "q1", "question": "Who?", "answers": answers}]
+    return json.dumps({"data": [{"title": "T", "paragraphs": [{"context": context, "qas": qas}]}]})
+
+
+def test_squad_answer_offsets_follow_the_stripping_and_a_wrong_one_moves_to_the_nearest_occurrence(tmp_path):
+    # answer_start counts in the file's context: its two leading spaces (and the answer's own) are stripped
+    path = write(tmp_path / "a.json", squad_json("  Cats purr. Cats nap.", [
+        {"text": "Cats", "answer_start": 13}, {"text": " Cats", "answer_start": 1}, {"text": "Cats"}]))
+    lines = []
+    (question,) = read_squad(path, log=lines.append)
+    assert question.fields["context"] == "Cats purr. Cats nap." and question.starts == (11, 0, None)
+    assert lines == []
+    # Off by 3 from the second "Cats" (and a string offset, as some files write it): the nearest one, counted
+    write(path, squad_json("Cats purr. Cats nap.", [{"text": "Cats", "answer_start": "9"}]))
+    (question,) = read_squad(path, log=lines.append)
+    assert question.starts == (11,) and len(lines) == 1 and "1 answer(s) not at their answer_start" in lines[0]
+    write(path, squad_json("Cats purr.", [{"text": "Dogs", "answer_start": 0}]))
+    with pytest.raises(DataError, match=r"paragraph 0: question 'q1': the answer 'Dogs' \(answer_start 0\) is "
+                                        r"not in the context"):
+        read_squad(path)
+    write(path, squad_json("Cats purr.", [{"text": "Cats", "answer_start": [0]}]))
+    with pytest.raises(DataError, match=r"question 'q1': answer_start must be a character offset \(an integer\), "
+                                        r"got \[0\]"):
+        read_squad(path)
 
 
 def test_pair_and_squad_errors(tmp_path):

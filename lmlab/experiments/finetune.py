@@ -17,8 +17,11 @@ through :func:`lmlab.tasks.finetune` and :func:`lmlab.tasks.evaluate_task`::
       batch_size: 32                      # and other FinetuneConfig fields
 
 Each run's fine-tuning goes to ``RUN/finetune/`` and its completion (with the
-test metrics) to ``RUN/finetuned.json``, so a sweep interrupted there neither
-pretrains nor evaluates again.
+test metrics and the section it was made with) to ``RUN/finetuned.json``, so a
+sweep interrupted there neither pretrains nor evaluates again. As for the
+pretraining config, a run fine-tuned with another section (or without one, or
+with one that the file no longer has) is refused before any run starts, naming
+the field (:func:`check_finetuned`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import shutil
 from pathlib import Path
 
 from lmlab.errors import ConfigError
+from lmlab.experiments.records import DONE
 from lmlab.io import read_json, write_json
 
 FOLDER = "finetune"  # RUN/finetune: an ordinary lmlab finetune output folder
@@ -138,6 +142,73 @@ def run_finetune(finetune: dict, family: str, run_folder: Path, checkpoint: str 
               "seconds": trained.get("seconds"), "val_accuracy": trained.get("val_accuracy"),
               "test": files["test"], "test_examples": tested.get("examples"),
               "accuracy": tested.get("accuracy"), "macro_f1": tested.get("macro_f1"),
-              "confusion_matrix": tested.get("confusion_matrix"), "labels": tested.get("labels")}
+              "confusion_matrix": tested.get("confusion_matrix"), "labels": tested.get("labels"),
+              "section": section_of(finetune, config)}
     write_json(run_folder / FINETUNED, record)
     return record
+
+
+def section_of(finetune: dict, config) -> dict:
+    """What a run is fine-tuned with, by the section's field names: the files, the data options (None when not
+    given) and the run's FinetuneConfig (pooling auto resolved, steps scaled by ``--scale``)."""
+    spelled = {v: k for k, v in RENAMED.items()}
+    return ({k: finetune["files"].get(k) for k in FILE_KEYS} | {k: finetune["options"].get(k) for k in DATA_KEYS}
+            | {spelled.get(k, k): v for k, v in config.to_dict().items()})
+
+
+def check_finetuned(finetune: dict | None, family: str, run_folder: Path, scale: float = 1.0) -> None:
+    """A run already fine-tuned must have been fine-tuned with the section the file now gives (or none without one).
+
+    As ``sweep._check_existing`` for the pretraining config: a difference is an error naming the field, since the
+    sweep would otherwise reuse the old result. A fine-tuning cut short is not checked: it starts over anyway.
+    """
+    run_folder = Path(run_folder)
+    if (run_folder / FINETUNED).exists():
+        record = read_json(run_folder / FINETUNED, "fine-tuning record")
+    elif (run_folder / DONE).exists():
+        record = read_json(run_folder / DONE, "run record").get("finetune")
+    else:
+        return
+    again = (f"keep the file as it was, choose another --out, or delete {run_folder / DONE} and "
+             f"{run_folder / FINETUNED} to fine-tune it again (the pretrained run is kept)")
+    if record is None and finetune is None:
+        return
+    if record is None:
+        raise ConfigError(f"{run_folder} was done without fine-tuning, but the experiment now has a finetune "
+                          f"section; {again}")
+    if finetune is None:
+        raise ConfigError(f"{run_folder} was fine-tuned, but the experiment now has no finetune section; {again}")
+    wanted = section_of(finetune, config_for(finetune, family, scale))
+    saved = _saved_section(record, run_folder)
+    differ = [k for k in wanted if k in saved and not _same(k, saved[k], wanted[k])]
+    if differ:
+        details = ", ".join(f"finetune.{k}: {saved[k]!r} on disk, {wanted[k]!r} now" for k in differ)
+        raise ConfigError(f"{run_folder} was fine-tuned with another finetune section ({details}); {again}")
+
+
+def _saved_section(record: dict, run_folder: Path) -> dict:
+    """The section a run was fine-tuned with; a FinetuneConfig field missing on disk counts as its default.
+
+    A record from before lmlab kept ``section`` is read from ``RUN/finetune/config.json`` (the config and the
+    training files) and the record's test file; its data options are unknown, so they are not compared.
+    """
+    from lmlab.tasks.config import FinetuneConfig
+    from lmlab.tasks.folder import CONFIG
+
+    spelled = {v: k for k, v in RENAMED.items()}
+    defaults = {spelled.get(f.name, f.name): f.default for f in dataclasses.fields(FinetuneConfig)}
+    if "section" in record:
+        return defaults | record["section"]
+    stored = {"test": record.get("test")}
+    path = run_folder / FOLDER / CONFIG
+    if path.exists():
+        config = read_json(path, "fine-tuned config")
+        stored |= {spelled.get(k, k): v for k, v in config.get("finetune", {}).items()}
+        stored |= {"train": config.get("train_file"), "valid": config.get("valid_file")}
+    return defaults | stored
+
+
+def _same(key: str, saved, wanted) -> bool:
+    if key in FILE_KEYS and saved is not None and wanted is not None:
+        return Path(saved).resolve() == Path(wanted).resolve()
+    return saved == wanted

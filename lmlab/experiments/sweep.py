@@ -12,7 +12,8 @@ Output folder (default ``runs/compare/<name>``)::
 
 Everything is checked before the first run starts: the file, the data (made
 by the ``prepare`` section when missing), every run's config and budget, and
-that runs already on disk were made with the same configs. A re-run of the
+that runs already on disk were made with the same configs (and fine-tuned with
+the same ``finetune`` section). A re-run of the
 same command skips runs with ``done.json``, resumes a half-trained neural run
 exactly from its last checkpoint (the trainer's resume), evaluates a trained
 one, and recounts an n-gram whose count did not finish. With a finetune section
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from lmlab.errors import ConfigError, DataError
 from lmlab.experiments.budget import PlannedRun, resolve_runs
+from lmlab.experiments.finetune import check_finetuned
 from lmlab.experiments.records import DONE, EVALUATED, TRAINED, make_record
 from lmlab.experiments.spec import Experiment, expand_path, load_experiment
 from lmlab.experiments.table import duration
@@ -77,6 +79,7 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
     planned = [p for p in every if p.id in selected]
     for run in planned:
         _check_existing(run, out / RUNS / run.id)
+        check_finetuned(experiment.finetune, run.config.family, out / RUNS / run.id, scale)
     done = sum((out / RUNS / p.id / DONE).exists() for p in planned)
     log(f"experiment {experiment.name}: {len(planned)} run(s), {done} already done; budget per run "
         f"{experiment.budget.describe()}{f' x {scale:g}' if scale != 1 else ''}; data {experiment.data} -> {out}")

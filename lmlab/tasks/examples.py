@@ -23,7 +23,9 @@ class TaskExample:
     for QA). ``target`` is the completion trained on (the first reference);
     ``references`` are all acceptable outputs, scored against by the metrics
     (SQuAD's several answers, Tatoeba's several translations of one sentence).
-    An empty target means "no answer" (SQuAD v2.0).
+    An empty target means "no answer" (SQuAD v2.0). ``starts`` (extractive QA) gives
+    each reference's character offset in ``fields["context"]``, ``None`` where the
+    file gives none; empty for other data.
     """
 
     fields: Mapping[str, str]
@@ -32,3 +34,4 @@ class TaskExample:
     id: str
     where: str
     extra: Mapping[str, str] = field(default_factory=dict)
+    starts: tuple[int | None, ...] = ()

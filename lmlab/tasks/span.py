@@ -5,13 +5,13 @@ more features ``[CLS] question [SEP] window [SEP]`` (segment ids 0, then 1), the
 covering the context with a stride of ``doc_stride`` tokens (default: half a window). A
 linear layer reads each token's state into a start and an end logit; the loss is the mean
 of the start and end cross-entropies, with the [CLS] position as the target of a window
-that does not hold the whole answer. The answer is found in the context as the first
-occurrence of the first reference (SQuAD files in lmlab are read without character
-offsets); training contexts are encoded in three parts (before, answer, after) so its
-boundaries are token boundaries. Validation encodes the context whole and, over the windows
-of a question, picks the span with the largest start + end logit (start <= end,
-at most ``max_answer_tokens`` tokens), decoded with the tokenizer and scored with the
-official SQuAD v1.1 exact match and F1 (:mod:`lmlab.tasks.metrics.squad`).
+that does not hold the whole answer. The answer trained on is the first reference at its
+``answer_start`` (checked by :func:`lmlab.tasks.squad.read_squad`), or, in a file without
+offsets, its first occurrence in the context; training contexts are encoded in three parts
+(before, answer, after) so its boundaries are token boundaries. Validation encodes the
+context whole and, over the windows of a question, picks the span with the largest start +
+end logit (start <= end, at most ``max_answer_tokens`` tokens), decoded with the tokenizer
+and scored with the official SQuAD v1.1 exact match and F1 (:mod:`lmlab.tasks.metrics.squad`).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class SpanTask:
         from lmlab.tasks.finetune import split_off
         from lmlab.tasks.squad import read_squad
 
-        train_examples = read_squad(train)
+        train_examples = read_squad(train, log=self.log)
         if self.options.get("limit"):
             train_examples = train_examples[:self.options["limit"]]
         if valid:
@@ -139,7 +139,10 @@ class SpanTask:
         for index, example in enumerate(examples):
             question = encode(example.fields["question"])
             context, answer = example.fields["context"], example.target
-            at = context.find(answer) if training and answer else -1
+            at = -1
+            if training and answer:
+                given = example.starts[0] if example.starts else None
+                at = context.find(answer) if given is None else given
             if at >= 0:
                 before, inside = encode(context[:at]), encode(answer)
                 tokens = before + inside + encode(context[at + len(answer):])
