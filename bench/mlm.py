@@ -66,7 +66,7 @@ def tokenizer_texts(name: str, out: Path):
             yield "".join(poem.get("paragraphs") or [])
 
 
-def run(name: str, out: Path, seconds: float, steps: int) -> dict:
+def run(name: str, out: Path, seconds: float, steps: int, position: str = "rope") -> dict:
     from lmlab.mlm_tokenizer import train_wordpiece
 
     spec = CORPORA[name]
@@ -87,15 +87,16 @@ def run(name: str, out: Path, seconds: float, steps: int) -> dict:
                   "--set", "warmup_steps=30", "--set", "weight_decay=0.01", "--set", "eval_interval=100",
                   "--set", "eval_batches=10", "--set", "log_interval=25",
                   "--set", f"model.whole_word={'true' if spec['whole_word'] else 'false'}",
-                  "--out", folder / "run", "--quiet"]
-    if not (folder / "run" / "results.json").exists():
+                  "--set", f"model.position={position}", "--out", folder / f"run-{position}", "--quiet"]
+    if not (folder / f"run-{position}" / "results.json").exists():
         lmlab("train", *train_args)
-    log = [json.loads(line) for line in (folder / "run" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (folder / f"run-{position}" / "log.jsonl").read_text().splitlines()]
     evals = [r for r in log if "val_loss" in r]
-    evaluation = json.loads(lmlab("eval", folder / "run", "--json"))
-    fills = [json.loads(lmlab("fill-mask", folder / "run", probe, "--json")) for probe in spec["probes"]]
+    evaluation = json.loads(lmlab("eval", folder / f"run-{position}", "--json"))
+    fills = [json.loads(lmlab("fill-mask", folder / f"run-{position}", probe, "--json")) for probe in spec["probes"]]
     return {
-        "corpus": name, "steps": evals[-1]["step"], "elapsed_s": round(evals[-1]["elapsed_s"], 1),
+        "corpus": name, "position": position, "steps": evals[-1]["step"],
+        "elapsed_s": round(evals[-1]["elapsed_s"], 1),
         "val_loss_by_step": {r["step"]: round(r["val_loss"], 3) for r in evals},
         "test_masked_loss": round(evaluation["masked_loss"], 3),
         "test_masked_accuracy": round(evaluation["masked_accuracy"], 4),
@@ -105,14 +106,14 @@ def run(name: str, out: Path, seconds: float, steps: int) -> dict:
     }
 
 
-def tasks(out: Path, seconds_steps: dict) -> dict:
+def tasks(out: Path, seconds_steps: dict, position: str = "rope") -> dict:
     """Fine-tune the WikiText-2 encoder on SST-2 (classification from [CLS]) and on part of the SQuAD v1.1 dev
     file (extractive QA), and the modern-Chinese encoder on ChnSentiCorp; the same SST-2 and ChnSentiCorp splits
     as bench/applications.py (SST-2: its first 20,000 training sentences; 5% held out at random with seed 0)."""
     from lmlab.tasks.finetune import split_off
     from lmlab.tasks.labelled import read_labelled
 
-    folder, base = out / "tasks", out / "wikitext2" / "run"
+    folder, base = out / f"tasks-{position}", out / "wikitext2" / f"run-{position}"
     folder.mkdir(parents=True, exist_ok=True)
     lines = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[:20_001]
     (folder / "sst2-20k.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -145,7 +146,7 @@ def tasks(out: Path, seconds_steps: dict) -> dict:
         rows = ["label\ttext_a"] + [f"{e.label}\t{' '.join(e.text.split())}" for e in part]
         (folder / f"chnsenticorp-{name}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     if not (folder / "chnsenticorp" / "results.json").exists():
-        lmlab("finetune", out / "zh" / "run", "--task", "classify", "--pooling", "cls",
+        lmlab("finetune", out / "zh" / f"run-{position}", "--task", "classify", "--pooling", "cls",
               "--train", folder / "chnsenticorp-train.tsv", "--valid", folder / "chnsenticorp-valid.tsv",
               "--epochs", 1, "--max-length", 64, "--batch-size", 32, "--lr", "5e-4", "--eval-interval", 100,
               "--out", folder / "chnsenticorp", "--quiet", "--overwrite")
@@ -161,13 +162,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=270.0, help="training wall-clock budget per corpus")
     parser.add_argument("--steps", type=int, default=3000, help="step limit (the schedule's length)")
     parser.add_argument("--only", choices=sorted(CORPORA))
+    parser.add_argument("--position", choices=("learned", "rope"), default="rope",
+                        help="the encoder's positions: BERT's learned table or rotary (the default: off the "
+                             "masked-LM plateau far sooner, bench/RESULTS.md)")
     parser.add_argument("--tasks", action="store_true", help="fine-tune the WikiText-2 encoder on SST-2 and SQuAD")
     args = parser.parse_args()
     if args.tasks:
-        print(json.dumps(tasks(Path(args.out), {"sst2": 300, "squad": 250})), flush=True)
+        print(json.dumps(tasks(Path(args.out), {"sst2": 300, "squad": 250}, args.position)), flush=True)
         return 0
     for name in [args.only] if args.only else list(CORPORA):
-        print(json.dumps(run(name, Path(args.out), args.seconds, args.steps), ensure_ascii=False), flush=True)
+        print(json.dumps(run(name, Path(args.out), args.seconds, args.steps, args.position), ensure_ascii=False),
+              flush=True)
     return 0
 
 

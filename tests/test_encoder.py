@@ -26,6 +26,8 @@ CONFIGS = {
                                   pad_token_id=0),
     "pre-roberta": encoder.EncoderConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, n_head=3, d_model=36,
                                          d_ff=37, norm="pre", pad_token_id=1, position_offset=2, type_vocab_size=1),
+    "rope": encoder.EncoderConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, n_head=3, d_model=36, d_ff=37,
+                                  pad_token_id=0, position="rope"),
 }
 _MODELS: dict = {}
 
@@ -85,6 +87,22 @@ def test_padding_is_invisible_to_real_tokens(name):
     np.testing.assert_allclose(npy(model(padded))[:, :6], npy(model(ids)), atol=1e-5)
 
 
+def test_rotary_positions_order_the_tokens_without_a_position_table():
+    """Without positions an encoder is permutation-equivariant; rotary queries and keys make order matter."""
+    from lmlab.interop.hf_config import architecture_for
+
+    model = encoder.build_encoder(CONFIGS["rope"], seed=7)
+    assert "positions" not in {w.path.split("/")[1] for w in model.weights}
+    for block in model.blocks:  # sharper attention than at initialisation, where it is nearly uniform
+        for projection in (block.attention.q_proj, block.attention.k_proj):
+            projection.kernel.assign(projection.kernel * 30.0)
+    ids = real_tokens()
+    order = np.random.default_rng(0).permutation(ids.shape[1])
+    assert np.abs(npy(model(ids[:, order])) - npy(model(ids))[:, order]).max() > 1e-3  # float noise: ~1e-7
+    with pytest.raises(ConfigError, match="BERT and RoBERTa have learned positions; this encoder has position='rope'"):
+        architecture_for(CONFIGS["rope"])
+
+
 def test_segment_ids_change_the_output_and_default_to_zero():
     model = model_for("post")
     ids = real_tokens()
@@ -110,6 +128,8 @@ def test_registry_presets_and_no_generation():
     (dict(pad_token_id=VOCAB), f"pad_token_id={VOCAB} is outside the vocabulary"),
     (dict(n_head=5), "n_head must divide d_model"),
     (dict(packing="triples"), "packing must be one of full, pairs: packing='triples'"),
+    (dict(position="alibi"), "position must be one of learned, rope: position='alibi'"),
+    (dict(position="rope", d_model=36, n_head=4), "position='rope' needs an even head size"),
     (dict(packing="pairs", type_vocab_size=1), "packing='pairs' gives the second segment token type 1, which needs "
                                                "type_vocab_size >= 2: type_vocab_size=1"),
 ])

@@ -182,6 +182,9 @@ def architecture_for(config) -> Architecture:
     if getattr(config, "family", None) == "encoder":
         if config.norm != "post":
             raise ConfigError("only a post-LN encoder (norm=post) exports as BERT or RoBERTa; this one is pre-LN")
+        if config.position != "learned":
+            raise ConfigError(f"BERT and RoBERTa have learned positions; this encoder has position="
+                              f"{config.position!r}, which they cannot hold")
         return ROBERTA if config.position_offset else BERT
     if getattr(config, "family", None) != "transformer":
         raise ConfigError(f"only Transformer and encoder runs export to Hugging Face; this run's model is "

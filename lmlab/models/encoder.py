@@ -41,11 +41,13 @@ import keras
 from keras import ops
 
 from lmlab.errors import ConfigError
+from lmlab.layers.rotary import apply_rotary, rotary_cos_sin
 from lmlab.models.base import LanguageModel, ModelConfig, is_number
 
 FAMILY = "encoder"
 NORMS = ("post", "pre")
 PACKINGS = ("full", "pairs")  # pretraining rows: RoBERTa's full sentences or BERT's sentence pairs
+POSITIONS = ("learned", "rope")  # BERT's learned table, or rotary positions in attention (RoFormer, ModernBERT)
 INIT_STDDEV = 0.02  # BERT's initializer_range
 _AUTO_FIELDS = ("d_ff",)
 
@@ -64,6 +66,11 @@ class EncoderConfig(ModelConfig):
     id 0; ``"pairs"`` (BERT's sentence pairs, without next-sentence prediction),
     ``[CLS] A [SEP] B [SEP]`` with segment ids 0 then 1, which needs
     ``type_vocab_size >= 2`` (and a tokenizer with ``[CLS]`` and ``[SEP]``).
+    ``position``: ``"learned"`` (BERT, RoBERTa: a table of absolute positions added to
+    the embeddings) or ``"rope"`` (rotary positions applied to queries and keys, as
+    RoFormer and ModernBERT do; no position table). Relative positions get a small
+    encoder off the masked-LM plateau much sooner: it must otherwise learn from an
+    unstructured table that a word's neighbours are the ones that predict it.
     """
 
     vocab_size: int
@@ -81,6 +88,8 @@ class EncoderConfig(ModelConfig):
     mask_prob: float = 0.15
     whole_word: bool = False
     packing: str = "full"
+    position: str = "learned"
+    rope_theta: float = 10000.0
     family: str = FAMILY
     _auto: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
@@ -113,6 +122,10 @@ class EncoderConfig(ModelConfig):
             raise ConfigError(f"whole_word must be true or false: whole_word={self.whole_word!r}")
         if self.packing not in PACKINGS:
             raise ConfigError(f"packing must be one of {', '.join(PACKINGS)}: packing={self.packing!r}")
+        if self.position not in POSITIONS:
+            raise ConfigError(f"position must be one of {', '.join(POSITIONS)}: position={self.position!r}")
+        if not is_number(self.rope_theta) or not self.rope_theta > 0:
+            raise ConfigError(f"rope_theta must be a positive number: rope_theta={self.rope_theta!r}")
         if self.packing == "pairs" and self.type_vocab_size < 2:
             raise ConfigError(f"packing='pairs' gives the second segment token type 1, which needs "
                               f"type_vocab_size >= 2: type_vocab_size={self.type_vocab_size} (RoBERTa-style "
@@ -121,6 +134,9 @@ class EncoderConfig(ModelConfig):
             raise ConfigError(f"n_head must divide d_model: d_model={self.d_model}, n_head={self.n_head}")
         if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
             raise ConfigError(f"pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size}")
+        if self.position == "rope" and (self.position_offset or (self.d_model // self.n_head) % 2):
+            raise ConfigError(f"position='rope' needs an even head size and no RoBERTa position offset: "
+                              f"head size {self.d_model // self.n_head}, position_offset={self.position_offset}")
         if self.position_offset and self.pad_token_id != self.position_offset - 1:
             raise ConfigError(f"RoBERTa positions start after the padding id: position_offset="
                               f"{self.position_offset} needs pad_token_id={self.position_offset - 1}, "
@@ -131,6 +147,7 @@ class EncoderConfig(ModelConfig):
         object.__setattr__(self, "dropout", float(self.dropout))
         object.__setattr__(self, "norm_eps", float(self.norm_eps))
         object.__setattr__(self, "mask_prob", float(self.mask_prob))
+        object.__setattr__(self, "rope_theta", float(self.rope_theta))
         object.__setattr__(self, "_auto", auto)
 
     @property
@@ -182,7 +199,8 @@ def count_parameters(config: EncoderConfig, non_embedding: bool = False) -> int:
     c = config
     d, f = c.d_model, c.d_ff
     layer = (4 * d * d + 4 * d) + (2 * d * f + f + d) + 2 * 2 * d
-    positions = (c.block_size + c.position_offset) * d + c.type_vocab_size * d
+    table = (c.block_size + c.position_offset) * d if c.position == "learned" else 0
+    positions = table + c.type_vocab_size * d
     head = d * d + d + 2 * d + c.vocab_size
     total = c.vocab_size * d + positions + 2 * d + c.n_layer * layer + head
     return total - positions if non_embedding else total
@@ -217,8 +235,9 @@ def _layer_norm(config, dtype, name):
 class BidirectionalSelfAttention(keras.layers.Layer):
     """Multi-head self-attention over every key not hidden by ``key_mask``; float32 softmax.
 
-    ``call(x, key_mask=None)``: ``x`` ``(B, T, d)``; ``key_mask`` boolean ``(B, T)``,
-    True for keys that may be attended to. Projections ``q_proj``, ``k_proj``,
+    ``call(x, key_mask=None, rotary=None)``: ``x`` ``(B, T, d)``; ``key_mask`` boolean ``(B, T)``,
+    True for keys that may be attended to; ``rotary``: ``(cos, sin)`` from
+    :func:`lmlab.layers.rotary.rotary_cos_sin` to rotate queries and keys by (``position="rope"``). Projections ``q_proj``, ``k_proj``,
     ``v_proj``, ``o_proj`` (Hugging Face ``query``, ``key``, ``value``, ``output.dense``).
     """
 
@@ -236,14 +255,16 @@ class BidirectionalSelfAttention(keras.layers.Layer):
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):
             proj.build(input_shape)
 
-    def call(self, x, key_mask=None, training=None):
+    def call(self, x, key_mask=None, training=None, rotary=None):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
 
-        def heads(t):  # (B, T, d) -> (B, nh, T, hd), float32
-            t = ops.reshape(t, (batch, length, self.n_head, self.head_dim))
-            return ops.transpose(ops.cast(t, "float32"), (0, 2, 1, 3))
+        def heads(t, rotate=False):  # (B, T, d) -> (B, nh, T, hd), float32
+            t = ops.cast(ops.reshape(t, (batch, length, self.n_head, self.head_dim)), "float32")
+            if rotate and rotary is not None:
+                t = apply_rotary(t, *rotary)
+            return ops.transpose(t, (0, 2, 1, 3))
 
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        q, k, v = heads(self.q_proj(x), True), heads(self.k_proj(x), True), heads(self.v_proj(x))
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(self.head_dim)  # (B, nh, T, T)
         if key_mask is not None:
             scores = ops.where(key_mask[:, None, None, :], scores, ops.full_like(scores, -1e30))
@@ -292,11 +313,11 @@ class EncoderBlock(keras.layers.Layer):
         h = ops.gelu(self.mlp_fc(x), approximate=False)  # BERT's "gelu" is the exact erf form
         return self.mlp_dropout(self.mlp_proj(h), training=training)
 
-    def call(self, x, key_mask=None, training=None):
+    def call(self, x, key_mask=None, training=None, rotary=None):
         if self.config.norm == "post":
-            x = self.attention_norm(x + self.attention(x, key_mask, training=training))
+            x = self.attention_norm(x + self.attention(x, key_mask, training=training, rotary=rotary))
             return self.mlp_norm(x + self._mlp(x, training))
-        x = x + self.attention(self.attention_norm(x), key_mask, training=training)
+        x = x + self.attention(self.attention_norm(x), key_mask, training=training, rotary=rotary)
         return x + self._mlp(self.mlp_norm(x), training)
 
     def compute_output_shape(self, input_shape):
@@ -332,7 +353,8 @@ class EncoderMLM(LanguageModel, keras.Model):
                                           name=name)
 
         self.token_embedding = embedding(c.vocab_size, "token_embedding")
-        self.positions = embedding(c.block_size + c.position_offset, "positions")
+        learned = c.position == "learned"
+        self.positions = embedding(c.block_size + c.position_offset, "positions") if learned else None
         self.token_types = embedding(c.type_vocab_size, "token_types")
         self.embedding_norm = _layer_norm(c, dtype, "embedding_norm") if c.norm == "post" else None
         self.embedding_dropout = keras.layers.Dropout(c.dropout, seed=init.next_seed(), dtype=dtype,
@@ -346,7 +368,8 @@ class EncoderMLM(LanguageModel, keras.Model):
     def build(self, input_shape=None):
         hidden = (None, None, self.config.d_model)
         for layer in (self.token_embedding, self.positions, self.token_types):
-            layer.build()
+            if layer is not None:
+                layer.build()
         for layer in (self.embedding_norm, *self.blocks, self.final_norm, self.head_dense, self.head_norm):
             if layer is not None:
                 layer.build(hidden)
@@ -380,14 +403,20 @@ class EncoderMLM(LanguageModel, keras.Model):
         if lengths is not None:
             real = ops.arange(ops.shape(token_ids)[1], dtype="int32")[None, :] < ops.cast(lengths, "int32")[:, None]
             key_mask = real if key_mask is None else ops.logical_and(key_mask, real)
-        x = self.token_embedding(token_ids) + self.positions(self._position_ids(token_ids, key_mask))
+        x = self.token_embedding(token_ids)
+        rotary = None
+        if self.positions is not None:
+            x = x + self.positions(self._position_ids(token_ids, key_mask))
+        else:  # rotary: positions enter attention as rotations of queries and keys
+            rotary = rotary_cos_sin(ops.arange(ops.shape(token_ids)[1]), self.config.head_dim,
+                                    self.config.rope_theta)
         types = ops.zeros_like(token_ids) if token_type_ids is None else ops.cast(token_type_ids, "int32")
         x = x + self.token_types(types)  # (B, T, d)
         if self.embedding_norm is not None:
             x = self.embedding_norm(x)
         x = self.embedding_dropout(x, training=training)
         for block in self.blocks:
-            x = block(x, key_mask, training=training)
+            x = block(x, key_mask, training=training, rotary=rotary)
         return x if self.final_norm is None else self.final_norm(x)
 
     def _logits(self, x):
@@ -421,7 +450,9 @@ class EncoderMLM(LanguageModel, keras.Model):
     def num_parameters(self, non_embedding: bool = False) -> int:
         total = sum(math.prod(w.shape) for w in self.weights)
         if non_embedding:
-            total -= math.prod(self.positions.embeddings.shape) + math.prod(self.token_types.embeddings.shape)
+            total -= math.prod(self.token_types.embeddings.shape)
+            if self.positions is not None:
+                total -= math.prod(self.positions.embeddings.shape)
         return int(total)
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
