@@ -168,7 +168,7 @@ def main() -> int:
     parser.add_argument("--tasks", action="store_true", help="fine-tune the WikiText-2 encoder on SST-2 and SQuAD")
     args = parser.parse_args()
     if args.tasks:
-        print(json.dumps(tasks(Path(args.out), {"sst2": 300, "squad": 250}, args.position)), flush=True)
+        print(json.dumps(tasks(Path(args.out), {"sst2": 594, "squad": 250}, args.position)), flush=True)
         return 0
     for name in [args.only] if args.only else list(CORPORA):
         print(json.dumps(run(name, Path(args.out), args.seconds, args.steps, args.position), ensure_ascii=False),

@@ -348,14 +348,21 @@ def test_valid_model_equals_kenlm_arpa(models, kenlm_models, order, tmp_path):
         assert not np.isnan(theirs.tables.log10_prob[k]).any()  # and no blanks: lmplz lists every one
         np.testing.assert_allclose(ours.tables.log10_prob[k], theirs.tables.log10_prob[k], rtol=0, atol=1e-5)
         np.testing.assert_allclose(ours.tables.log10_backoff[k], theirs.tables.log10_backoff[k], rtol=0, atol=1e-5)
-    # Same order of lines, same shortest float32 digits: on this machine, the same bytes.
-    # (NumPy may use its own AVX-512 log10f elsewhere; then a last digit can differ.)
+    # The same lines in the same order, and the same number written with the same (shortest float32)
+    # digits. Where NumPy uses its own AVX-512 log10f (not glibc's, as lmplz), the last bit of many
+    # values moves, so a line may differ, but only by a different float32 within 1e-5.
     with gzip.open(data_path("kenlm-reference", f"valid.o{order}.arpa.gz"), "rt", encoding="utf-8") as handle:
         reference_lines = handle.read().split("\n")
     our_lines = ours.to_arpa(tmp_path / "ours.arpa").read_text(encoding="utf-8").split("\n")
     assert len(our_lines) == len(reference_lines)
-    same = sum(a == b for a, b in zip(our_lines, reference_lines))
-    assert same / len(our_lines) > 0.5, same
+    for line, reference in zip(our_lines, reference_lines):
+        if line == reference:
+            continue
+        fields, expected = line.split("\t"), reference.split("\t")
+        assert len(fields) == len(expected) > 1 and fields[1] == expected[1], (line, reference)
+        for value, want in zip(fields[::2], expected[::2]):  # log10 probability, back-off
+            assert value == want or (np.float32(value) != np.float32(want)
+                                     and abs(float(value) - float(want)) <= 1e-5), (line, reference)
 
 
 @pytest.mark.parametrize("split,order", sorted(REFERENCE_PPL))
@@ -365,9 +372,9 @@ def test_perplexity_matches_kenlm(models, test_sentences, split, order):
     assert result["tokens"] == TEST_TOKENS and result["oov"] == oov and result["sentences"] == 4358
     assert result["perplexity"] == pytest.approx(including, rel=1e-3)
     assert result["perplexity_excluding_oov"] == pytest.approx(excluding, rel=1e-3)
-    # In fact the same float32 arithmetic as lmplz and query gives the same digits here
-    # (elsewhere NumPy's own AVX-512 log10f may move the last bit of a few numbers).
-    assert result["perplexity"] == pytest.approx(including, rel=1e-7)
+    # The same float32 arithmetic as lmplz and query: equal to 1e-7 with glibc's log10f; NumPy's own
+    # AVX-512 log10f moves the last bit of many values, which moves the perplexity by about 3e-7.
+    assert result["perplexity"] == pytest.approx(including, rel=1e-6)
 
 
 @pytest.mark.parametrize("order", [3, 5])
