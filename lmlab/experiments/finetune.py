@@ -39,6 +39,7 @@ FINETUNED = "finetuned.json"  # the stage is done: fine-tuning results and test 
 FILE_KEYS = ("train", "valid", "test")
 DATA_KEYS = ("format", "text_column", "label_column", "limit", "test_limit")
 RENAMED = {"steps": "max_steps"}  # the section's spelling -> FinetuneConfig's
+SPELLED = {v: k for k, v in RENAMED.items()}  # FinetuneConfig's name -> the section's
 POOLING_AUTO = {"encoder": "cls"}  # every other family: last (the end token has seen the whole text)
 
 
@@ -151,9 +152,8 @@ def run_finetune(finetune: dict, family: str, run_folder: Path, checkpoint: str 
 def section_of(finetune: dict, config) -> dict:
     """What a run is fine-tuned with, by the section's field names: the files, the data options (None when not
     given) and the run's FinetuneConfig (pooling auto resolved, steps scaled by ``--scale``)."""
-    spelled = {v: k for k, v in RENAMED.items()}
     return ({k: finetune["files"].get(k) for k in FILE_KEYS} | {k: finetune["options"].get(k) for k in DATA_KEYS}
-            | {spelled.get(k, k): v for k, v in config.to_dict().items()})
+            | {SPELLED.get(k, k): v for k, v in config.to_dict().items()})
 
 
 def check_finetuned(finetune: dict | None, family: str, run_folder: Path, scale: float = 1.0) -> None:
@@ -195,15 +195,14 @@ def _saved_section(record: dict, run_folder: Path) -> dict:
     from lmlab.tasks.config import FinetuneConfig
     from lmlab.tasks.folder import CONFIG
 
-    spelled = {v: k for k, v in RENAMED.items()}
-    defaults = {spelled.get(f.name, f.name): f.default for f in dataclasses.fields(FinetuneConfig)}
+    defaults = {SPELLED.get(f.name, f.name): f.default for f in dataclasses.fields(FinetuneConfig)}
     if "section" in record:
         return defaults | record["section"]
     stored = {"test": record.get("test")}
     path = run_folder / FOLDER / CONFIG
     if path.exists():
         config = read_json(path, "fine-tuned config")
-        stored |= {spelled.get(k, k): v for k, v in config.get("finetune", {}).items()}
+        stored |= {SPELLED.get(k, k): v for k, v in config.get("finetune", {}).items()}
         stored |= {"train": config.get("train_file"), "valid": config.get("valid_file")}
     return defaults | stored
 

@@ -235,10 +235,11 @@ def _layer_norm(config, dtype, name):
 class BidirectionalSelfAttention(keras.layers.Layer):
     """Multi-head self-attention over every key not hidden by ``key_mask``; float32 softmax.
 
-    ``call(x, key_mask=None, rotary=None)``: ``x`` ``(B, T, d)``; ``key_mask`` boolean ``(B, T)``,
-    True for keys that may be attended to; ``rotary``: ``(cos, sin)`` from
-    :func:`lmlab.layers.rotary.rotary_cos_sin` to rotate queries and keys by (``position="rope"``). Projections ``q_proj``, ``k_proj``,
-    ``v_proj``, ``o_proj`` (Hugging Face ``query``, ``key``, ``value``, ``output.dense``).
+    ``call(x, key_mask=None, rotary=None)``: ``x`` ``(B, T, d)``; ``key_mask`` boolean
+    ``(B, T)``, True for keys that may be attended to; ``rotary``: ``(cos, sin)`` from
+    :func:`lmlab.layers.rotary.rotary_cos_sin` to rotate queries and keys by
+    (``position="rope"``). Projections ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``
+    (Hugging Face ``query``, ``key``, ``value``, ``output.dense``).
     """
 
     def __init__(self, hidden_dim: int, n_head: int, dropout: float = 0.0, seed: int | None = None, **kwargs):

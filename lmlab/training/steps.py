@@ -74,6 +74,16 @@ def masked_targets(targets, weights, max_predictions: int):
             ops.take_along_axis(weights, positions, axis=1))
 
 
+def mlm_inputs(targets, weights, types, max_predictions: int | None):
+    """``(model keyword arguments, targets, weights)`` for a masked LM's forward pass: its token types
+    (sentence-pair packing) and, when ``max_predictions`` is set, the positions to compute the output at."""
+    arguments = {} if types is None else {"token_type_ids": types}
+    if weights is not None and max_predictions:
+        positions, targets, weights = masked_targets(targets, weights, max_predictions)
+        arguments["masked_positions"] = positions
+    return arguments, targets, weights
+
+
 def global_norm(tensors):
     return ops.sqrt(sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors))
 
@@ -111,13 +121,8 @@ class Stepper:
         gather = self.max_predictions
 
         def training_loss(x, y, weights, types):
-            if weights is None:
-                return mean_loss(y, model(x, training=True))
-            segments = {} if types is None else {"token_type_ids": types}  # sentence-pair packing
-            if gather:
-                positions, y, weights = masked_targets(y, weights, gather)
-                return mean_loss(y, model(x, training=True, masked_positions=positions, **segments), weights)
-            return mean_loss(y, model(x, training=True, **segments), weights)
+            arguments, y, weights = mlm_inputs(y, weights, types, gather)
+            return mean_loss(y, model(x, training=True, **arguments), weights)
 
         @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
         def train(x, y, loss_weight, weights=None, types=None):
@@ -146,8 +151,7 @@ class Stepper:
 
         @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
         def evaluate(x, y, mask, types=None):
-            segments = {} if types is None else {"token_type_ids": types}
-            nll = token_loss(y, model(x, training=False, **segments))
+            nll = token_loss(y, model(x, training=False, **mlm_inputs(y, None, types, None)[0]))
             return ops.sum(nll * mask), ops.sum(mask)
 
         self._train, self._evaluate = train, evaluate
@@ -162,14 +166,8 @@ class Stepper:
         gather = self.max_predictions
 
         def loss_fn(trainable, non_trainable, x, y, loss_weight, weights=None, types=None):
-            segments = {} if types is None else {"token_type_ids": types}  # sentence-pair packing
-            if weights is not None and gather:
-                positions, y, weights = masked_targets(y, weights, gather)
-                logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True,
-                                                             masked_positions=positions, **segments)
-            else:
-                logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True,
-                                                             **segments)
+            arguments, y, weights = mlm_inputs(y, weights, types, gather)
+            logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True, **arguments)
             return mean_loss(y, logits, weights) * loss_weight, non_trainable
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -200,8 +198,8 @@ class Stepper:
 
         @jax.jit
         def evaluate(trainable, non_trainable, x, y, mask, types=None):
-            segments = {} if types is None else {"token_type_ids": types}
-            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False, **segments)
+            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False,
+                                             **mlm_inputs(y, None, types, None)[0])
             nll = token_loss(y, logits)
             return ops.sum(nll * mask), ops.sum(mask)
 
@@ -250,24 +248,18 @@ class Stepper:
 
         ``types``: a masked LM's token types (sentence-pair packing); default all 0.
         """
-        if types is not None:  # masked LM: one device (as in train)
-            if self.placement is not None:
-                raise ConfigError("masked-LM training runs on one device; leave the distribution setting off")
-            if self.backend == "tensorflow":
-                total, count = self._evaluate(x, y, mask, types)
-            else:
-                trainable, non_trainable, _ = self._jax_state()
-                total, count = self._jax_evaluate(trainable, non_trainable, x, y, mask, types)
-            return float(total), float(count)
+        extra = () if types is None else (types,)
+        if types is not None and self.placement is not None:  # masked LM: one device (as in train)
+            raise ConfigError("masked-LM training runs on one device; leave the distribution setting off")
         if self.backend == "tensorflow":
-            total, count = self._evaluate(x, y, mask)
+            total, count = self._evaluate(x, y, mask, *extra)
         else:
             trainable, non_trainable, _ = self._jax_state()
             if self.placement is not None:
                 x, y, mask = (self.placement.replicate(a) for a in (x, y, mask))
                 total, count = self._jax_evaluate(trainable, non_trainable, x, y, mask)
                 return self.placement.to_host(total), self.placement.to_host(count)
-            total, count = self._jax_evaluate(trainable, non_trainable, x, y, mask)
+            total, count = self._jax_evaluate(trainable, non_trainable, x, y, mask, *extra)
         return float(total), float(count)
 
     def sync(self) -> None:
