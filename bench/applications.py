@@ -67,7 +67,7 @@ class Results:
         return self.data[key]
 
     def put(self, key, value):
-        from lmlab.io import write_json
+        from lmlab.core.io import write_json
 
         self.data[key] = value
         write_json(self.path, self.data)
@@ -224,7 +224,7 @@ FULL_SST2 = ("en", DATA / "sst2/train.tsv", DATA / "sst2/dev.tsv", {"eval_interv
 
 def classify(work: Path, results: Results, paths: dict) -> None:
     from lmlab.tasks.finetune import split_off
-    from lmlab.tasks.labelled import read_labelled
+    from lmlab.tasks.readers.labelled import read_labelled
 
     for name, (lang, train_file, test_file, extra) in {**CLASSIFICATION, "sst2all": FULL_SST2}.items():
         train_path = paths[train_file] if isinstance(train_file, str) else train_file
@@ -250,7 +250,7 @@ def write_examples(path: Path, examples) -> Path:
 def small(work: Path, results: Results) -> None:
     """500 training examples (and 200 for validation) drawn from the training set, with and without EDA."""
     from lmlab.tasks.augment import Augmenter, augment_examples, parse_operations, synonym_sources
-    from lmlab.tasks.labelled import read_labelled
+    from lmlab.tasks.readers.labelled import read_labelled
 
     sources = synonym_sources(cilin=str(DATA / "cilin/cilin_ex.utf8.txt"))
     for name, (lang, train_file, test_file, extra) in CLASSIFICATION.items():
@@ -284,7 +284,7 @@ def small(work: Path, results: Results) -> None:
 def generation(work: Path, results: Results, key: str, run: Path, train: Path, test: Path, template: str,
                settings: dict, limit: int, test_examples: int = 300, decode=None) -> None:
     from lmlab.tasks.config import FinetuneConfig
-    from lmlab.tasks.decoding import DecodeConfig
+    from lmlab.generate.search import DecodeConfig
     from lmlab.tasks.evaluate import evaluate_task
     from lmlab.tasks.finetune import finetune
 
@@ -310,7 +310,7 @@ def generation(work: Path, results: Results, key: str, run: Path, train: Path, t
 def lead_baseline(work: Path, results: Results, paths: dict, test_examples: int = 300) -> None:
     """LCSTS's lead baseline: the first N characters of the text, N the mean training summary length."""
     from lmlab.tasks.metrics import generation_metrics
-    from lmlab.tasks.pairs import read_task_examples
+    from lmlab.tasks.readers.pairs import read_task_examples
 
     if "lcsts_lead" in results:
         return

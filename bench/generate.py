@@ -15,7 +15,7 @@ Both use a block (``block_size`` / ``n_positions``) of 512, not the training ben
 and 256: the prompt plus 256 new tokens must fit (with a smaller block lmlab would rebuild its
 cache mid-run and ``transformers`` would run past its position table).
 
-* ``lmlab``: :func:`lmlab.generation.generate_ids` with ``SamplerConfig(temperature=0)``: a
+* ``lmlab``: :func:`lmlab.generate.decoder.generate_ids` with ``SamplerConfig(temperature=0)``: a
   compiled (XLA) prefill, then compiled calls that each make up to 32 tokens in a loop
   inside XLA, against per-layer key and value caches updated in place, as long as the
   generation needs (prompt + new tokens rounded up to 64: 320 slots here).
@@ -135,9 +135,9 @@ def lmlab_generator(shape: dict, prompt: list[int], new_tokens: int, inter_op: i
     tf_setup(inter_op)
     import numpy as np
 
-    from lmlab.generation import CHUNK, _decoder, _seed, cache_length, generate_ids
+    from lmlab.generate.decoder import CHUNK, decoder_for, step_seed, cache_length, generate_ids
     from lmlab.models.transformer import build_transformer, preset
-    from lmlab.samplers import SamplerConfig
+    from lmlab.generate.samplers import SamplerConfig
 
     config = preset("shakespeare-char", vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape)
     model = build_transformer(config, seed=0)
@@ -150,9 +150,9 @@ def lmlab_generator(shape: dict, prompt: list[int], new_tokens: int, inter_op: i
         """Per token of the compiled decoding loop: one call making CHUNK tokens at mid-cache, over CHUNK.
 
         The cache has the length ``generate`` gives it (prompt + new tokens, rounded up)."""
-        decoder = _decoder(model, sampler)
+        decoder = decoder_for(model, sampler)
         cache = model.init_cache(1, cache_length(BLOCK, len(prompt) + new_tokens))
-        token, cache = decoder.prefill(np.array([prompt], dtype=np.int32), cache, 0, _seed(0, 0))
+        token, cache = decoder.prefill(np.array([prompt], dtype=np.int32), cache, 0, step_seed(0, 0))
         index, finished = len(prompt) + new_tokens // 2, np.zeros(1, dtype=bool)
         return median_call_ms(lambda: decoder.decode(token, cache, index, 0, 1, CHUNK, None, finished)) / CHUNK
 

@@ -74,10 +74,10 @@ def main(argv=None) -> int:
     import numpy as np
 
     from lmlab.models.transformer import preset
-    from lmlab.registry import build_model
+    from lmlab.models.registry import build_model
     from lmlab.training.config import TrainConfig
     from lmlab.training.steps import Stepper
-    from lmlab.training.trainer import build_optimizer
+    from lmlab.training.optimizer import build_optimizer
 
     vocab = 50257
     config = preset(args.preset, vocab_size=vocab)

@@ -2,7 +2,7 @@
 (classical Chinese) and modern Chinese (LCSTS + cmn-eng, the Chinese decoder's text in bench/applications.py),
 the Chinese ones with whole-word masking (jieba words). Figures for bench/RESULTS.md.
 
-For each corpus: a WordPiece tokenizer with [MASK] (lmlab.mlm_tokenizer), ``lmlab prepare``
+For each corpus: a WordPiece tokenizer with [MASK] (lmlab.tokenizers.wordpiece), ``lmlab prepare``
 with it, ``lmlab train --model encoder`` for a wall-clock budget, ``lmlab eval`` (masked
 loss and accuracy, pseudo-perplexity) and ``lmlab fill-mask`` on a few sentences. Prints
 one JSON line per corpus.
@@ -67,7 +67,7 @@ def tokenizer_texts(name: str, out: Path):
 
 
 def run(name: str, out: Path, seconds: float, steps: int, position: str = "rope") -> dict:
-    from lmlab.mlm_tokenizer import train_wordpiece
+    from lmlab.tokenizers.wordpiece import train_wordpiece
 
     spec = CORPORA[name]
     folder = out / name
@@ -111,7 +111,7 @@ def tasks(out: Path, seconds_steps: dict, position: str = "rope") -> dict:
     file (extractive QA), and the modern-Chinese encoder on ChnSentiCorp; the same SST-2 and ChnSentiCorp splits
     as bench/applications.py (SST-2: its first 20,000 training sentences; 5% held out at random with seed 0)."""
     from lmlab.tasks.finetune import split_off
-    from lmlab.tasks.labelled import read_labelled
+    from lmlab.tasks.readers.labelled import read_labelled
 
     folder, base = out / f"tasks-{position}", out / "wikitext2" / f"run-{position}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -200,7 +200,7 @@ def tf_setup(inter_op: int):
 def lmlab_parts(shape: dict, attention: str = "fused"):
     from lmlab.models.transformer import build_transformer, preset
     from lmlab.training.config import TrainConfig
-    from lmlab.training.trainer import build_optimizer
+    from lmlab.training.optimizer import build_optimizer
 
     config = preset("shakespeare-char", vocab_size=VOCAB, block_size=shape["block"], n_layer=shape["n_layer"],
                     n_head=shape["n_head"], d_model=shape["d_model"], dropout=0.0, attention=attention)

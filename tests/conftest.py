@@ -9,6 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LMLAB_DATA", REPO.parent / "shared" / "data"))
+os.environ["LMLAB_DATA"] = str(DATA)  # what lmlab itself reads (WordNet, experiment files), wherever pytest runs
 
 
 def data_path(*parts: str) -> Path:

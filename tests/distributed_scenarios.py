@@ -24,14 +24,14 @@ def jax_model(out: str) -> None:
     import numpy as np
     from keras import distribution as kd
 
-    from lmlab.distribute.layouts import split_weights
-    from lmlab.distribute.mesh import parse_mesh
-    from lmlab.training.checkpoint import load_checkpoint, model_tensors, save_checkpoint
+    from lmlab.training.distribute.layouts import split_weights
+    from lmlab.training.distribute.mesh import parse_mesh
+    from lmlab.runs.checkpoint import load_checkpoint, model_tensors, save_checkpoint
     from lmlab.training.config import TrainConfig
     from lmlab.training.steps import Stepper
-    from lmlab.training.trainer import build_optimizer
-    from lmlab.distribute.jax_mesh import JaxMesh
-    from lmlab.errors import ConfigError
+    from lmlab.training.optimizer import build_optimizer
+    from lmlab.training.distribute.jax_mesh import JaxMesh
+    from lmlab.core.errors import ConfigError
     from lmlab.models.rnn import preset as rnn_preset
     from lmlab.models.transformer import TransformerLM, build_transformer, preset
 

@@ -1,4 +1,4 @@
-"""Stand-ins for Keras variables: just what lmlab.training.checkpoint uses, with no backend to import."""
+"""Stand-ins for Keras variables: just what lmlab.runs.checkpoint uses, with no backend to import."""
 
 from __future__ import annotations
 

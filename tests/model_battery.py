@@ -3,7 +3,7 @@
 A family passes its builder and a tiny config with deliberately odd sizes
 (batch 3, length 7, vocabulary 99, block 11) and gets checked for the model
 contract that training (:class:`lmlab.training.steps.Stepper`), evaluation and
-generation (:mod:`lmlab.generation`) rely on:
+generation (:mod:`lmlab.generate.decoder`) rely on:
 
 - :func:`check_shapes_and_dtype`: float32 ``(B, T, V)`` logits for several lengths;
 - :func:`check_causal`: changing a later token never moves earlier logits;
@@ -103,8 +103,8 @@ def check_cached_decoding(model, length: int = LENGTH, atol: float = 1e-5):
 
 def check_cached_generation(model, new_tokens: int | None = None):
     """Compiled cached greedy generation equals a full forward pass per token, within the block."""
-    from lmlab.generation import generate_ids, generate_uncached
-    from lmlab.samplers import SamplerConfig
+    from lmlab.generate.decoder import generate_ids, generate_uncached
+    from lmlab.generate.samplers import SamplerConfig
 
     prompts = [[5, 6, 7], [8, 9, 10]]
     n = model.config.block_size - 3 if new_tokens is None else new_tokens

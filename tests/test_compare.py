@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lmlab.data import prepare
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.experiments import load_experiment, parse_experiment, run_experiment
 from lmlab.experiments.budget import resolve_runs
 from tests.conftest import REPO, data_path

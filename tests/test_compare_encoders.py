@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lmlab.data import prepare
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.experiments import parse_experiment, run_experiment
 from lmlab.experiments.budget import resolve_runs
 from lmlab.experiments.finetune import FINETUNED
@@ -226,7 +226,7 @@ def test_an_n_gram_cannot_be_fine_tuned_and_encoders_alone_need_no_finetune(fold
 
 def test_encoder_budget_counts_the_models_own_flops_and_needs_a_mask_token(swept, tmp_path):
     out, result, _, _ = swept
-    from lmlab import registry
+    from lmlab.models import registry
 
     bert = next(p for p in result.planned if p.spec.family == "encoder")
     model = registry.build_model(registry.model_config("encoder", "debug", 300, {}), seed=0)

@@ -26,7 +26,7 @@ import sys
 import pytest
 
 from lmlab.data import prepare
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.training.config import TrainConfig
 from tests.conftest import REPO, data_path
 from tests.distributed_scenarios import TINY
@@ -178,7 +178,7 @@ def test_distribute_settings_are_checked():
 
 
 def test_launch_gives_each_worker_its_cluster_environment():
-    from lmlab.distribute.launch import worker_environments
+    from lmlab.training.distribute.launch import worker_environments
 
     tf_envs = worker_environments(2, "tensorflow", ports=[1111, 2222])
     assert [json.loads(e["TF_CONFIG"])["task"] for e in tf_envs] == [{"type": "worker", "index": 0},

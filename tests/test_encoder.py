@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.models import encoder
-from lmlab import registry
+from lmlab.models import registry
 from tests import model_battery as battery
 from tests.model_battery import BLOCK, VOCAB, npy, tokens
 
@@ -146,16 +146,15 @@ def test_too_long_input_is_refused():
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_task_heads_read_what_the_mlm_head_reads_and_padding_is_hidden_by_length(name):
-    """lmlab.tasks.backbone: body() is encode(); with lengths, right padding (any ids) changes nothing."""
-    from lmlab.tasks.backbone import body, hidden_states
+    """model(ids) == logits(hidden_states(ids)); with lengths, right padding (any ids) changes nothing."""
     from lmlab.tasks.classifier import SequenceClassifier
 
     model = model_for(name)
     ids = real_tokens()
-    np.testing.assert_allclose(npy(model._logits(body(model, ids))), npy(model(ids)), atol=1e-5)
+    np.testing.assert_allclose(npy(model.logits(model.hidden_states(ids))), npy(model(ids)), atol=1e-5)
     padded = np.concatenate([ids, real_tokens(length=4, seed=9)], axis=1)  # padding that is no padding id
     lengths = np.full(ids.shape[0], ids.shape[1], np.int32)
-    np.testing.assert_allclose(npy(hidden_states(model, padded, lengths=lengths))[:, :ids.shape[1]],
-                               npy(hidden_states(model, ids)), atol=1e-5)
+    np.testing.assert_allclose(npy(model.hidden_states(padded, lengths=lengths))[:, :ids.shape[1]],
+                               npy(model.hidden_states(ids)), atol=1e-5)
     classifier = SequenceClassifier(model, 3, pooling="cls", seed=1)
     np.testing.assert_allclose(npy(classifier(padded, lengths)), npy(classifier(ids, lengths)), atol=1e-5)

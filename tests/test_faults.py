@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from lmlab.data import load_manifest, open_split, verify
-from lmlab.errors import DataError, LmlabError
-from lmlab.io import sha256_file
+from lmlab.core.errors import DataError, LmlabError
+from lmlab.core.io import sha256_file
 from tests.conftest import REPO, data_path
 from tests.fakes import Holder
 from tests.forkserver import ForkServer
@@ -205,7 +205,7 @@ def load_checkpoint_files(path: Path) -> tuple[dict, dict, dict]:
 
 def check_interrupted_run(run: Path, reference: Path) -> str:
     """Every checkpoint a pointer names is whole and equals the uninterrupted run's at that step."""
-    from lmlab.training.checkpoint import find_checkpoint
+    from lmlab.runs.checkpoint import find_checkpoint
 
     if not (run / "checkpoints").exists():
         return "before the first checkpoint"
@@ -411,8 +411,8 @@ def prepared_reference(corpus, tmp_path_factory) -> Path:
     ("lmlab.data.shards", lambda name: name.endswith(".bin.tmp") or ".bin." in name, NO_SPACE, 40_000, False,
      "No space left on device"),
     ("lmlab.data.shards", lambda name: name.startswith("valid-00003"), DENIED, 0, True, "Permission denied"),
-    ("lmlab.io", lambda name: name.startswith("state.json"), NO_SPACE, 0, False, "No space left on device"),
-    ("lmlab.io", lambda name: name.startswith("manifest.json"), NO_SPACE, 100, False, "No space left on device"),
+    ("lmlab.core.io", lambda name: name.startswith("state.json"), NO_SPACE, 0, False, "No space left on device"),
+    ("lmlab.core.io", lambda name: name.startswith("manifest.json"), NO_SPACE, 100, False, "No space left on device"),
 ], ids=["shard-full-disk", "shard-permission", "state-full-disk", "manifest-full-disk"])
 def test_prepare_write_failure_is_clean_and_resumable(corpus, prepared_reference, tmp_path, cli, monkeypatch,
                                                        module, matches, error, after, on_open, message):
@@ -441,7 +441,7 @@ def safetensors_full_disk(tensors, filename, metadata=None):
 
 @pytest.mark.parametrize("failure", ["safetensors-full-disk", "state-full-disk", "rename-denied", "pointer-denied"])
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure):
-    from lmlab.training import checkpoint
+    from lmlab.runs import checkpoint
 
     good_model, good_optimizer = Holder(1, "model"), Holder(2, "adamw")
     checkpoint.save_checkpoint(tmp_path, 10, good_model, good_optimizer, {"val_loss": 2.5}, best=True)
@@ -449,7 +449,7 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path, monkey
     if failure == "safetensors-full-disk":
         monkeypatch.setattr("safetensors.numpy.save_file", safetensors_full_disk)
     elif failure == "state-full-disk":
-        monkeypatch.setattr("lmlab.io.open", failing_open(lambda n: n.startswith("state.json"), NO_SPACE, 5),
+        monkeypatch.setattr("lmlab.core.io.open", failing_open(lambda n: n.startswith("state.json"), NO_SPACE, 5),
                             raising=False)
     elif failure == "rename-denied":
         real_replace = os.replace
@@ -461,7 +461,7 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path, monkey
 
         monkeypatch.setattr(checkpoint.os, "replace", replace)
     else:
-        monkeypatch.setattr("lmlab.io.open", failing_open(lambda n: n.startswith("last.json"), DENIED, on_open=True),
+        monkeypatch.setattr("lmlab.core.io.open", failing_open(lambda n: n.startswith("last.json"), DENIED, on_open=True),
                             raising=False)
     with pytest.raises(LmlabError, match="cannot write .*(No space left on device|Permission denied)"):
         checkpoint.save_checkpoint(tmp_path, 20, newer_model, newer_optimizer, {"val_loss": 2.0}, best=True)
@@ -512,8 +512,8 @@ def test_poisoned_batch_stops_the_run_or_is_skipped(server, tiny_data, reference
 
 
 def test_skip_bad_batches_setting():
-    from lmlab.errors import ConfigError
-    from lmlab.faults import poisoned_steps
+    from lmlab.core.errors import ConfigError
+    from lmlab.core.faults import poisoned_steps
     from lmlab.training.config import TrainConfig, build_config
 
     assert build_config(skip_bad_batches=True).skip_bad_batches and not TrainConfig().skip_bad_batches

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from lmlab.data.documents import ReadStats
 from lmlab.data.readers import ReadOptions, read_source
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
 from tests.conftest import data_path
 
 SOAK = int(os.environ.get("LMLAB_SOAK", "0"))
@@ -392,8 +392,8 @@ def test_config_files_mutated(tmp_path):
 
 
 def test_model_vocab_size_must_be_an_integer():
-    from lmlab import registry
-    from lmlab.errors import ConfigError
+    from lmlab.models import registry
+    from lmlab.core.errors import ConfigError
 
     for value in ("x", None, [1], 3.5, True):  # refused before the model's module (and Keras) is even loaded
         with pytest.raises(ConfigError, match="model.vocab_size must be an integer"):
@@ -506,7 +506,7 @@ def test_manifests(prepared, tmp_path_factory, data):
 
 def test_checkpoint_files_mutated(tmp_path):
     """Damaged checkpoint pointers, state and safetensors files: refused by name, never half-loaded."""
-    from lmlab.training import checkpoint
+    from lmlab.runs import checkpoint
     from tests.fakes import Holder
 
     checkpoint.save_checkpoint(tmp_path, 5, Holder(1, "model"), Holder(2, "adamw"), {"val_loss": 1.0}, best=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmlab.generation import CACHE_STEP, CHUNK, _decoder, _seed, cache_length, generate_ids
+from lmlab.generate.decoder import CACHE_STEP, CHUNK, decoder_for, step_seed, cache_length, generate_ids
 from lmlab.models.transformer import build_transformer, preset
-from lmlab.samplers import SamplerConfig
+from lmlab.generate.samplers import SamplerConfig
 
 VOCAB, BLOCK = 37, 24
 SAMPLING = SamplerConfig(temperature=1.5, top_k=10)
@@ -27,14 +27,14 @@ def model():
 def one_token_at_a_time(model, prompts, max_new_tokens, sampler, seed, eos_id=None):
     """The reference: one compiled single-token call per token, driven from Python, with a full-context cache."""
     BLOCK = model.config.block_size
-    decoder = _decoder(model, sampler)
+    decoder = decoder_for(model, sampler)
     history = [list(p) for p in prompts]
     new = [[] for _ in prompts]
     finished = [False] * len(prompts)
 
     def prefill(step):
         context = np.array([h[-(BLOCK // 2 if len(h) >= BLOCK else BLOCK):] for h in history])
-        ids, cache = decoder.prefill(context, model.init_cache(len(prompts), BLOCK), 0, _seed(seed, step))
+        ids, cache = decoder.prefill(context, model.init_cache(len(prompts), BLOCK), 0, step_seed(seed, step))
         return ids, cache, context.shape[1]
 
     ids, cache, index = prefill(0)
@@ -49,7 +49,7 @@ def one_token_at_a_time(model, prompts, max_new_tokens, sampler, seed, eos_id=No
         if index >= BLOCK:
             ids, cache, index = prefill(step + 1)
             continue
-        ids, cache = decoder.prefill(ids[:, None], cache, index, _seed(seed, step + 1))
+        ids, cache = decoder.prefill(ids[:, None], cache, index, step_seed(seed, step + 1))
         index += 1
     return new
 

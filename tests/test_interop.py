@@ -19,11 +19,11 @@ import pytest
 import torch  # the [dev] extra installs transformers and torch: these tests run in CI, never skipped
 import transformers
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.interop import export_hf, import_hf
-from lmlab.interop.run_folder import write_run
+from lmlab.runs.folder import write_run
 from lmlab.interop.weight_files import CheckpointTensors, write_safetensors
-from lmlab.runs import load_run
+from lmlab.runs.load import load_run
 from lmlab.tokenizers import HFTokenizer, WordTokenizer, train_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -261,7 +261,7 @@ def test_half_precision_weights_widen_exactly(tmp_path):
 def test_streamed_safetensors_read_back_with_the_library_and_truncation_is_caught(tmp_path):
     from safetensors.numpy import load_file
 
-    from lmlab.errors import DataError
+    from lmlab.core.errors import DataError
     from lmlab.interop.weight_files import SafetensorsFile
 
     tensors = {"t": np.arange(6, dtype=np.float32).reshape(2, 3).T, "empty": np.zeros((0, 3), np.float32),

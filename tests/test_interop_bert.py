@@ -17,10 +17,10 @@ import pytest
 import torch
 import transformers
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.interop import export_hf, import_hf
-from lmlab.interop.run_folder import write_run
-from lmlab.runs import load_run
+from lmlab.runs.folder import write_run
+from lmlab.runs.load import load_run
 from lmlab.tokenizers import HFTokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -84,7 +84,7 @@ def hf_logits(model, ids, types, pad):
 
 @pytest.fixture(scope="module")
 def tokenizers_json():
-    from lmlab.mlm_tokenizer import train_wordpiece
+    from lmlab.tokenizers.wordpiece import train_wordpiece
 
     return {"bert": train_wordpiece(CORPUS, vocab_size=VOCAB - 1, min_freq=1), "roberta": roberta_tokenizer_json()}
 

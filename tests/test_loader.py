@@ -7,7 +7,7 @@ import pytest
 
 from lmlab.data import RandomWindows, SequentialWindows, keras_dataset, open_split, prepare
 from lmlab.data.shards import TokenSplit
-from lmlab.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError
 from tests.conftest import data_path
 
 

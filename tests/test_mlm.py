@@ -1,6 +1,6 @@
-"""Masked-LM pretraining (lmlab.training.masking), its evaluation (lmlab.mlm_eval) and fill-mask.
+"""Masked-LM pretraining (lmlab.data.masking), its evaluation (lmlab.evaluation.masked) and fill-mask.
 
-Tokenizers are small WordPiece ones trained here (lmlab.mlm_tokenizer) on a few
+Tokenizers are small WordPiece ones trained here (lmlab.tokenizers.wordpiece) on a few
 lines of English and Chinese; one tiny encoder is trained through the CLI.
 """
 
@@ -12,12 +12,13 @@ import math
 import numpy as np
 import pytest
 
-from lmlab.data.segment import segment_words
+from lmlab.tokenizers.segment import segment_words
 from lmlab.data.shards import TokenSplit
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.models.encoder import EncoderConfig
 from lmlab.tokenizers import HFTokenizer, train_tokenizer
-from lmlab.training.masking import MaskedWindows, WordBoundaries, special_ids
+from lmlab.tokenizers.specials import WordBoundaries, special_ids
+from lmlab.data.masking import MaskedWindows
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -28,7 +29,7 @@ CHINESE = "床前明月光，疑是地上霜。举头望明月，低头思故乡
 
 @pytest.fixture(scope="module")
 def wordpiece():
-    from lmlab.mlm_tokenizer import train_wordpiece
+    from lmlab.tokenizers.wordpiece import train_wordpiece
 
     lines = [ENGLISH, CHINESE] * 20
     return HFTokenizer(train_wordpiece(lines, vocab_size=120, min_freq=1), kind="hf")
@@ -60,7 +61,7 @@ def test_selection_rates_specials_and_dynamic_masks(wordpiece):
 
 
 def test_the_cap_leaves_extra_draws_unmasked(wordpiece):
-    from lmlab.training.masking import mask_tokens, max_predictions
+    from lmlab.data.masking import mask_tokens, max_predictions
 
     special = special_ids(wordpiece)
     tokens = np.array([wordpiece.encode(ENGLISH)[:30]] * 50, np.int32)
@@ -143,7 +144,7 @@ def pair_layout_checks(y, types, special):
 
 
 def test_sentence_pair_rows_split_at_sentence_ends(wordpiece):
-    from lmlab.training.masking import sentence_end_ids
+    from lmlab.tokenizers.specials import sentence_end_ids
 
     config = EncoderConfig(vocab_size=wordpiece.vocab_size, block_size=32, packing="pairs")
     ids = np.array(wordpiece.encode(ENGLISH + CHINESE) * 20, np.int64)  # no document end: two [SEP] a row
@@ -168,7 +169,8 @@ def test_sentence_pair_rows_split_at_sentence_ends(wordpiece):
 
 
 def test_a_document_end_sep_becomes_the_middle_sep(wordpiece):
-    from lmlab.training.masking import pair_rows, sentence_end_ids
+    from lmlab.tokenizers.specials import sentence_end_ids
+    from lmlab.data.masking import pair_rows
 
     special, ends = special_ids(wordpiece), sentence_end_ids(wordpiece)
     period, sep = wordpiece.encode("photographers watched.")[-1], special.sep
@@ -185,7 +187,8 @@ def test_a_document_end_sep_becomes_the_middle_sep(wordpiece):
 
 
 def test_pairs_need_token_types_and_cls_sep(wordpiece):
-    from lmlab.training.masking import SpecialIds, check_pairs
+    from lmlab.tokenizers.specials import SpecialIds
+    from lmlab.data.masking import check_pairs
 
     # (bad packing values and type_vocab_size=1: tests/test_encoder.py)
     no_cls = SpecialIds(mask=4, cls=None, sep=None, pad=0, all=(0, 4), mask_token="[MASK]")
@@ -230,7 +233,7 @@ def test_a_tokenizer_without_mask_token_is_refused():
 
 
 def test_a_pair_longer_than_the_context_is_refused(wordpiece):
-    from lmlab.fill_mask import encode_inputs
+    from lmlab.evaluation.fill_mask import encode_inputs
 
     special = special_ids(wordpiece)
     ids, types = encode_inputs(wordpiece, special, 64, "the [MASK] foxes", "were jumping")
@@ -264,8 +267,8 @@ def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, pretrained, cli
     losses = [r["loss"] for r in map(json.loads, (pretrained / "log.jsonl").read_text().splitlines()) if "loss" in r]
     # Masked LMs sit near the unigram distribution for their first hundred steps: a modest fall only.
     assert losses[-1] < losses[0] - 0.1
-    from lmlab import registry
-    from lmlab.runs import load_run
+    from lmlab.models import registry
+    from lmlab.runs.load import load_run
 
     run = load_run(pretrained, "last")  # every weight moved from its seeded start (the MLM head's too)
     start = registry.build_model(run.model.config, seed=run.config["train"]["seed"])
@@ -321,7 +324,7 @@ def test_resumed_pretraining_logs_the_losses_of_the_uninterrupted_run(pretrained
 
 def test_sentence_pair_pretraining_from_the_cli_resumes_exactly(wordpiece, pretrained, tmp_path, cli):
     """--set model.packing=pairs through the trainer (two micro-batches a step), killed and resumed, then scored."""
-    from lmlab.runs import load_run
+    from lmlab.runs.load import load_run
 
     data = pretrained.parent / "data"
     run = tmp_path / "pairs"
@@ -343,7 +346,7 @@ def test_sentence_pair_pretraining_from_the_cli_resumes_exactly(wordpiece, pretr
     assert [step for step, _ in logged(copy, "loss")] == [1, 2, 3, 4, 5, 6]
     for key in ("loss", "val_loss"):
         np.testing.assert_allclose([v for _, v in logged(copy, key)], [v for _, v in logged(run, key)], rtol=1e-6)
-    from lmlab import registry
+    from lmlab.models import registry
 
     loaded = load_run(run, "last")  # no weight decay: only a gradient moves the type-1 embedding
     trained, start = loaded.model, registry.build_model(loaded.model.config, seed=loaded.config["train"]["seed"])
@@ -383,7 +386,7 @@ QUESTIONS = [("what were jumping over sleeping dogs?", "unbelievable foxes"), ("
 def test_span_windows_hold_the_answer_tokens(wordpiece, tmp_path):
     from lmlab.tasks.config import FinetuneConfig
     from lmlab.tasks.span import SpanData, SpanTask
-    from lmlab.tasks.squad import read_squad
+    from lmlab.tasks.readers.squad import read_squad
 
     examples = read_squad(squad_file(tmp_path / "qa.json", QUESTIONS[:4]))
     task = SpanTask(FinetuneConfig(task="span"), wordpiece, 48, {}, log=lambda m: None)
@@ -410,10 +413,10 @@ def test_span_windows_hold_the_answer_tokens(wordpiece, tmp_path):
 
 def test_span_training_labels_the_annotated_occurrence_of_a_repeated_answer(wordpiece, tmp_path):
     """answer_start picks the second "foxes"; a wrong offset moves to the nearest occurrence, counted."""
-    from lmlab.errors import DataError
+    from lmlab.core.errors import DataError
     from lmlab.tasks.config import FinetuneConfig
     from lmlab.tasks.span import SpanTask
-    from lmlab.tasks.squad import read_squad
+    from lmlab.tasks.readers.squad import read_squad
 
     context = "the unbelievable foxes were jumping while the photographers watched the sleeping foxes."
     second = context.rindex("foxes")

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import pytest
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.models import gated_cnn, rnn, transformer
 from tests import model_battery as battery
 from tests.model_battery import BATCH, BLOCK, VOCAB, npy, tokens
@@ -295,7 +295,7 @@ def test_presets_and_config_keys(module, config_class):
 
 
 def test_registry_builds_the_new_families():
-    registry = pytest.importorskip("lmlab.registry")
+    registry = pytest.importorskip("lmlab.models.registry")
     for family, cls in (("rnn", rnn.RNNLM), ("gated_cnn", gated_cnn.GatedCNNLM)):
         config = registry.model_config(family, "debug", VOCAB)
         assert registry.config_from_dict(config.to_dict()) == config
@@ -317,10 +317,10 @@ def test_model_code_imports_no_backend():
 
 JAX_SCRIPT = textwrap.dedent("""
     import jax, keras, math, numpy as np
-    from lmlab.generation import generate_ids
+    from lmlab.generate.decoder import generate_ids
     from lmlab.models.gated_cnn import GatedCNNConfig, build_gated_cnn
     from lmlab.models.rnn import RNNConfig, build_rnn
-    from lmlab.samplers import SamplerConfig
+    from lmlab.generate.samplers import SamplerConfig
     from lmlab.training.steps import Stepper
     assert keras.backend.backend() == "jax"
     ids = np.random.default_rng(0).integers(0, 99, size=(3, 7)).astype("int32")

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError
 from lmlab.models.ngram import NGramConfig, NGramLM, read_sentences
 from lmlab.models.ngram import arpa, count, pipeline, query
 from lmlab.models.ngram.adjust_counts import adjust_counts

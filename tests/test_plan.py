@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.experiments.plan import (Throughput, chinchilla_optimum, measured_throughput, parse_duration, plan_budget,
                                     shapes)
 

@@ -14,7 +14,7 @@ import pytest
 
 from lmlab.data import load_manifest, open_split, prepare, verify
 from lmlab.data.shards import ShardWriter
-from lmlab.errors import DataError
+from lmlab.core.errors import DataError
 from lmlab.tokenizers import load_tokenizer
 from tests.conftest import REPO, data_path
 

@@ -9,7 +9,7 @@ import pytest
 
 from lmlab.data.documents import WIKITEXT, ReadStats
 from lmlab.data.readers import ReadOptions, read_source, sniff_format
-from lmlab.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError
 from tests.conftest import data_path
 
 

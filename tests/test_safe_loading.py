@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lmlab.errors import LmlabError
+from lmlab.core.errors import LmlabError
 from tests.conftest import REPO
 from tests.fakes import Holder
 from tests.forkserver import ForkServer
@@ -67,7 +67,7 @@ def assert_refused(load, marker: Path, match: str = "") -> str:
 
 
 def test_checkpoint_files_holding_pickles_are_refused(tmp_path, marker, payloads):
-    from lmlab.training import checkpoint
+    from lmlab.runs import checkpoint
 
     checkpoint.save_checkpoint(tmp_path, 3, Holder(1, "model"), Holder(2, "adamw"), {"val_loss": 1.0})
     folder = tmp_path / "checkpoints" / "step-000003"

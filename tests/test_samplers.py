@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from lmlab.errors import ConfigError
-from lmlab.samplers import SamplerConfig, filter_logits, sample_next
+from lmlab.core.errors import ConfigError
+from lmlab.generate.samplers import SamplerConfig, filter_logits, sample_next
 from tests.conftest import REPO
 
 
@@ -269,7 +269,7 @@ def test_sample_next_under_tf_function_jit_compile():
 
 JAX_JIT = """
 import jax, keras, numpy as np
-from lmlab.samplers import SamplerConfig, filter_logits, sample_next
+from lmlab.generate.samplers import SamplerConfig, filter_logits, sample_next
 assert keras.backend.backend() == "jax"
 logits = np.random.default_rng(0).normal(size=(64, 11)).astype("float32")
 
@@ -316,7 +316,7 @@ def test_sample_next_under_jax_jit():
 def test_samplers_import_only_keras():
     import ast
 
-    tree = ast.parse((REPO / "lmlab" / "samplers.py").read_text(encoding="utf-8"))
+    tree = ast.parse((REPO / "lmlab" / "generate" / "samplers.py").read_text(encoding="utf-8"))
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not {name for name in names if name.split(".")[0] in {"tensorflow", "jax", "torch", "numpy"}}

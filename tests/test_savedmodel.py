@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from lmlab.interop.run_folder import write_run
+from lmlab.runs.folder import write_run
 from lmlab.tokenizers import train_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -114,7 +114,7 @@ def test_scores_equal_lmlab_log_probabilities(exported, served):
 
 
 def test_greedy_generation_equals_lmlab_past_the_block(exported, served):
-    from lmlab.generation import generate_uncached
+    from lmlab.generate.decoder import generate_uncached
 
     _, model, _ = exported
     ids, out = served
@@ -135,8 +135,8 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(exported, served):
 def test_other_neural_families_export_through_their_public_call(tmp_path):
     import tensorflow as tf
 
-    from lmlab import registry
-    from lmlab.generation import generate_uncached
+    from lmlab.models import registry
+    from lmlab.generate.decoder import generate_uncached
     from lmlab.interop import export_savedmodel
     from lmlab.training.config import TrainConfig
 

@@ -1,4 +1,4 @@
-"""Tests for lmlab.data.segment: sentence splitting (English, Chinese, mixed,
+"""Tests for lmlab.tokenizers.segment: sentence splitting (English, Chinese, mixed,
 WikiText-2 style), its round-trip and speed, and jieba word segmentation."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlab.data.segment import detect_lang, segment_words, split_sentences
-from lmlab.errors import ConfigError
+from lmlab.tokenizers.segment import detect_lang, segment_words, split_sentences
+from lmlab.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LMLAB_DATA", REPO / ".." / "shared" / "data"))
@@ -212,7 +212,7 @@ def test_segment_words_round_trip(parts):
 
 
 def test_jieba_initialises_silently_and_deterministically():
-    code = "from lmlab.data.segment import segment_words; print(segment_words('今天天气很好'))"
+    code = "from lmlab.tokenizers.segment import segment_words; print(segment_words('今天天气很好'))"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -10,12 +10,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.tasks.augment import (Augmenter, Cilin, EmbeddingNeighbours, WordNet, augment_examples, corpus_vocabulary,
                                  parse_operations)
 from lmlab.tasks.augment.words import split_words
-from lmlab.tasks.examples import LabelledText
-from lmlab.tasks.labelled import read_labelled
+from lmlab.tasks.readers.examples import LabelledText
+from lmlab.tasks.readers.labelled import read_labelled
 from tests.conftest import data_path
 
 SENTENCE = "the acting is terrible and the story is not funny ."
@@ -23,7 +23,7 @@ SENTENCE = "the acting is terrible and the story is not funny ."
 
 @pytest.fixture(scope="module")
 def wordnet():
-    return WordNet()  # /usr/share/wordnet: Debian's wordnet-base (CI installs it)
+    return WordNet()  # found as $LMLAB_DATA/wordnet: WordNet 3.0's database in the shared data
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,25 @@ def test_wordnet_missing_folder_says_how_to_install(tmp_path):
         WordNet(tmp_path)
 
 
+def test_wordnet_is_found_in_nltk_data_or_said_where_it_was_looked_for(tmp_path, monkeypatch):
+    import shutil
+
+    from lmlab.tasks.augment.wordnet import default_wordnet_dir
+
+    for name in ("LMLAB_WORDNET", "LMLAB_DATA", "NLTK_DATA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("lmlab.tasks.augment.wordnet.DEFAULT_DIR", str(tmp_path / "no-debian"))
+    monkeypatch.setattr("lmlab.tasks.augment.wordnet.NLTK_DIRS", ("~/nltk_data",))
+    with pytest.raises(ConfigError, match=r"WordNet not found \(looked in .*nltk_data/corpora/wordnet.*wordnet-base"):
+        default_wordnet_dir()
+    nltk = tmp_path / "nltk_data" / "corpora" / "wordnet"
+    shutil.copytree(data_path("wordnet"), nltk)
+    assert default_wordnet_dir() == nltk
+    assert "film" in WordNet().synonyms("movie")
+
+
 def test_cilin_synonym_groups_only_and_both_encodings(cilin):
     assert cilin.synonyms("漂亮")[:2] == ["美丽", "好看"]
     assert "顺民" not in cilin.synonyms("良民")  # '#' lines group related words, not synonyms
@@ -72,7 +91,7 @@ def make_run(folder, vocab, table):
     """A run folder holding only what EmbeddingNeighbours reads: config, tokenizer, embedding checkpoint."""
     from safetensors.numpy import save_file
 
-    from lmlab.io import write_json
+    from lmlab.core.io import write_json
     from lmlab.tokenizers import WordTokenizer
 
     step = folder / "checkpoints" / "step-000001"
@@ -218,3 +237,19 @@ def test_augment_command_writes_a_readable_file(cli, tmp_path):
     assert all(r["label"] == ["0", "1"][r["source_row"]] for r in records)
     code, out, err = cli("augment", source, tmp_path / "x.tsv", "--ops", "sr=7")
     assert code == 1 and "rate for sr must be in (0, 1]" in err
+
+
+def test_augment_reads_plain_text_one_sentence_a_line(cli, tmp_path):
+    source = tmp_path / "sentences.txt"
+    source.write_text("the acting is terrible\n\na gripping, moving film\twith a tab\n", encoding="utf-8")
+    code, out, err = cli("augment", source, tmp_path / "out.jsonl", "--copies", "2", "--seed", "1")
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    originals = [r["text"] for r in records if r["operation"] is None]
+    assert originals == ["the acting is terrible", "a gripping, moving film\twith a tab"]  # a tab is text here
+    assert len(records) == 6 and all(r["label"] is None for r in records)
+    other = tmp_path / "sentences.lines"
+    other.write_text("one line\nanother line\n", encoding="utf-8")
+    code, out, err = cli("augment", other, tmp_path / "out2.jsonl", "--format", "text", "--copies", "1")
+    assert code == 0, err
+    assert len((tmp_path / "out2.jsonl").read_text(encoding="utf-8").splitlines()) == 4

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import pytest
 
-from lmlab.errors import ConfigError, DataError
-from lmlab.io import read_json, write_json
+from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.io import read_json, write_json
 from lmlab.tasks.config import FinetuneConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -30,9 +30,9 @@ VOCAB = ["<eos>", "<unk>"] + GOOD + BAD + FILLER + list(NUMBERS) + list(NUMBERS.
 
 def make_base_run(folder, family="transformer", block_size=16, seed=0):
     """A pretrained-run folder as lmlab train writes one, with random weights."""
-    from lmlab import registry
+    from lmlab.models import registry
     from lmlab.tokenizers import WordTokenizer
-    from lmlab.training.checkpoint import save_checkpoint
+    from lmlab.runs.checkpoint import save_checkpoint
     from lmlab.training.config import TrainConfig
 
     tokenizer = WordTokenizer(VOCAB)
@@ -131,7 +131,7 @@ def test_predict_and_evaluate_task_commands(classifier, work, cli, tmp_path):
 
 
 def test_fine_tuned_folder_loads_as_a_language_model_run(classifier):
-    from lmlab.runs import load_run
+    from lmlab.runs.load import load_run
     from lmlab.tasks.folder import load_finetuned
 
     out, _ = classifier
@@ -147,7 +147,7 @@ def test_a_head_of_the_wrong_shape_is_refused(classifier, tmp_path):
 
     from safetensors.numpy import save_file
 
-    from lmlab.runs import load_run
+    from lmlab.runs.load import load_run
     from lmlab.tasks.folder import HEAD_FILE, load_finetuned
 
     copy = tmp_path / "classifier"
@@ -185,7 +185,7 @@ def test_classification_errors(work, tmp_path):
 
 
 def test_frozen_backbone_trains_the_head_only_and_class_weights():
-    from lmlab import registry
+    from lmlab.models import registry
     from lmlab.tasks.classifier import SequenceClassifier
     from lmlab.tasks.classify import class_weights
 
@@ -202,19 +202,21 @@ def test_frozen_backbone_trains_the_head_only_and_class_weights():
 
 
 @pytest.mark.parametrize("family", ["transformer", "rnn", "gated_cnn"])
-def test_backbone_states_are_what_the_output_layer_reads(family):
-    from lmlab import registry
-    from lmlab.tasks.backbone import body
+def test_hidden_states_are_what_the_output_layer_reads(family):
+    """The model contract task heads rely on: ``model(ids) == model.logits(model.hidden_states(ids))``."""
+    from lmlab.models import registry
 
     model = registry.build_model(registry.model_config(family, "debug", 37, {"block_size": 11}), seed=1)
     ids = np.random.default_rng(0).integers(0, 37, size=(3, 7)).astype(np.int32)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model._logits(body(model, ids))),
+    hidden = model.hidden_states(ids)
+    assert tuple(hidden.shape) == (3, 7, model.config.d_model)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.logits(hidden)),
                                keras.ops.convert_to_numpy(model(ids)), atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_right_padding_does_not_change_a_prediction(pooling):
-    from lmlab import registry
+    from lmlab.models import registry
     from lmlab.tasks.classifier import SequenceClassifier
 
     lm = registry.build_model(registry.model_config("transformer", "debug", 37, {"block_size": 16}), seed=2)
@@ -253,8 +255,8 @@ def test_prompt_longer_than_the_context(translator, work, tmp_path):
     from lmlab.tasks.finetune import finetune
     from lmlab.tasks.folder import load_finetuned
     from lmlab.tasks.generate import complete
-    from lmlab.tasks.decoding import DecodeConfig
-    from lmlab.tasks.examples import TaskExample
+    from lmlab.generate.search import DecodeConfig
+    from lmlab.tasks.readers.examples import TaskExample
 
     long = tmp_path / "long.txt"
     long.write_text(" ".join(["one", "two", "three", "four"] * 4) + "\tun\n", encoding="utf-8")
@@ -303,19 +305,21 @@ def brute_force_best(table, prompt_last, max_new, eos, length_penalty):
 
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
 def test_beam_search_is_exact_when_the_beam_holds_every_hypothesis(length_penalty):
-    from lmlab.tasks.beam import beam_search
-    from lmlab.tasks.decoding import StepDecoder
+    from lmlab.generate.beam import beam_search
+    from lmlab.generate.decoder import Decoder
+    from lmlab.generate.samplers import SamplerConfig
 
     table = np.random.default_rng(4).normal(0, 2, size=(4, 4))
-    decoder = StepDecoder(BigramLM(table))
+    decoder = Decoder(BigramLM(table), SamplerConfig(temperature=0.0), compile_prefill=False)
     expected = brute_force_best(table, 1, 3, 0, length_penalty)
     assert beam_search(decoder, [2, 1], 3, 16, 0, length_penalty) == expected
 
 
 def test_beam_search_beats_greedy_on_a_trap():
-    from lmlab.samplers import SamplerConfig
-    from lmlab.tasks.beam import beam_search
-    from lmlab.tasks.decoding import StepDecoder
+    from lmlab.generate.beam import beam_search
+    from lmlab.generate.decoder import Decoder
+    from lmlab.generate.samplers import SamplerConfig
+    from lmlab.generate.search import DecodeConfig, decode
 
     # From token 1, token 2 looks best (0.6) but every continuation after it is poor; token 3 (0.4) leads to eos.
     p = np.full((5, 5), 1e-4)
@@ -323,15 +327,16 @@ def test_beam_search_beats_greedy_on_a_trap():
     p[2, :] = 0.2
     p[3, 0] = 1.0
     p[4, 0] = 1.0
-    decoder = StepDecoder(BigramLM(np.log(p / p.sum(axis=1, keepdims=True))))
-    greedy = decoder.sample([1], 2, SamplerConfig(temperature=0.0), 0)
+    model = BigramLM(np.log(p / p.sum(axis=1, keepdims=True)))
+    decoder = Decoder(model, SamplerConfig(temperature=0.0), compile_prefill=False)
+    greedy = decode(model, [1], 2, DecodeConfig("greedy"), 0)
     assert greedy[0] == 2
     assert beam_search(decoder, [1], 2, 2, 0, 0.0) == [3, 0]
     assert beam_search(decoder, [1], 2, 1, 0, 0.0) == greedy  # a beam of one is greedy
 
 
 def test_sampling_is_seeded_and_follows_the_sampler():
-    from lmlab.tasks.decoding import DecodeConfig, decode
+    from lmlab.generate.search import DecodeConfig, decode
 
     table = np.random.default_rng(5).normal(0, 1, size=(6, 6))
     model = BigramLM(table, block_size=12)
@@ -345,10 +350,10 @@ def test_sampling_is_seeded_and_follows_the_sampler():
 
 
 def test_greedy_decoding_matches_lmlab_generation(work):
-    from lmlab.generation import generate_ids
-    from lmlab.runs import load_run
-    from lmlab.samplers import SamplerConfig
-    from lmlab.tasks.decoding import DecodeConfig, decode
+    from lmlab.generate.decoder import generate_ids
+    from lmlab.runs.load import load_run
+    from lmlab.generate.samplers import SamplerConfig
+    from lmlab.generate.search import DecodeConfig, decode
 
     model = load_run(work["base"]).model
     prompt = [2, 9, 13, 4, 7]
@@ -362,11 +367,12 @@ JAX_SCRIPT = """
 import keras
 import numpy as np
 assert keras.backend.backend() == "jax"
-from lmlab.tasks.beam import beam_search
-from lmlab.tasks.decoding import StepDecoder
-from lmlab.tasks.steps import TaskStepper
+from lmlab.generate.beam import beam_search
+from lmlab.generate.decoder import Decoder
+from lmlab.generate.samplers import SamplerConfig
+from lmlab.training.steps import TaskStepper
 from lmlab.training.config import TrainConfig
-from lmlab.training.trainer import build_optimizer
+from lmlab.training.optimizer import build_optimizer
 from tests.test_tasks_finetune import BigramLM, brute_force_best
 
 
@@ -394,7 +400,7 @@ for _ in range(39):
 total, count, logits = stepper.evaluate(inputs, labels, np.ones(16, "float32"))
 assert last < first / 4 and logits.shape == (16, 2) and (logits.argmax(1) == labels).all(), (first, last)
 table = np.random.default_rng(4).normal(0, 2, size=(4, 4))
-assert beam_search(StepDecoder(BigramLM(table)), [2, 1], 3, 16, 0, 1.0) == brute_force_best(table, 1, 3, 0, 1.0)
+assert beam_search(Decoder(BigramLM(table), SamplerConfig(temperature=0.0), compile_prefill=False), [2, 1], 3, 16, 0, 1.0) == brute_force_best(table, 1, 3, 0, 1.0)
 print("jax ok")
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.tasks.metrics import generation_metrics
 from lmlab.tasks.metrics.bleu import corpus_bleu
 from lmlab.tasks.metrics.classification import classification_metrics

@@ -1,4 +1,4 @@
-"""Task readers (lmlab.tasks.labelled, pairs, squad), templates and prompt fitting, on the shared data and on
+"""Task readers (lmlab.tasks.readers.labelled, pairs, squad), templates and prompt fitting, on the shared data and on
 small hand-made files: formats, column choice, and the errors for bad input."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from lmlab.errors import ConfigError, DataError, LmlabError
+from lmlab.core.errors import ConfigError, DataError, LmlabError
 from lmlab.tasks.batching import CompletionData, encode_texts, padded_length
-from lmlab.tasks.examples import TaskExample
-from lmlab.tasks.labelled import label_ids, label_set, read_labelled
-from lmlab.tasks.pairs import group_references, read_task_examples
+from lmlab.tasks.readers.examples import TaskExample
+from lmlab.tasks.readers.labelled import label_ids, label_set, read_labelled
+from lmlab.tasks.readers.pairs import group_references, read_task_examples
 from lmlab.tasks.prompts import fit_prompt, training_sequence
-from lmlab.tasks.squad import read_squad
-from lmlab.tasks.templates import BUILTIN, load_template
+from lmlab.tasks.readers.squad import read_squad
+from lmlab.tasks.readers.templates import BUILTIN, load_template
 from lmlab.tokenizers import CharTokenizer, WordTokenizer
 from tests.conftest import data_path
 

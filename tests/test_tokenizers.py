@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lmlab.errors import ConfigError, DataError, LmlabError
+from lmlab.core.errors import ConfigError, DataError, LmlabError
 from lmlab.tokenizers import CharTokenizer, HFTokenizer, WordTokenizer, load_tokenizer, train_tokenizer
 from tests.conftest import data_path
 

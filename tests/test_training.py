@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lmlab.data import prepare
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.training.config import TrainConfig, build_config
 from lmlab.training.trainer import train
 from tests.conftest import REPO, data_path
@@ -112,7 +112,7 @@ def test_config_validation_and_files(tmp_path):
 
 
 def test_evaluation_metrics_are_consistent(trained, shakespeare, tmp_path):
-    from lmlab.evaluation import evaluate_run
+    from lmlab.evaluation.perplexity import evaluate_run
 
     run, result = trained
     full = evaluate_run(run, split="valid")
@@ -130,7 +130,7 @@ def test_evaluation_metrics_are_consistent(trained, shakespeare, tmp_path):
 
 def test_checkpoint_that_does_not_match_the_model_is_refused(trained):
     from lmlab.models.transformer import build_transformer, preset
-    from lmlab.training.checkpoint import find_checkpoint, load_checkpoint
+    from lmlab.runs.checkpoint import find_checkpoint, load_checkpoint
 
     run, _ = trained
     other = build_transformer(preset("debug", vocab_size=67, n_layer=3))
@@ -142,9 +142,9 @@ def test_checkpoint_that_does_not_match_the_model_is_refused(trained):
 
 
 def test_cached_generation_equals_uncached(trained):
-    from lmlab.generation import generate_ids, generate_uncached
-    from lmlab.runs import load_run
-    from lmlab.samplers import SamplerConfig
+    from lmlab.generate.decoder import generate_ids, generate_uncached
+    from lmlab.runs.load import load_run
+    from lmlab.generate.samplers import SamplerConfig
 
     run = load_run(trained[0])
     prompt = run.tokenizer.encode("ROMEO:\nWhat")
@@ -176,7 +176,7 @@ def test_eval_and_generate_commands(trained, cli):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    from lmlab.demo import run_demo
+    from lmlab.cli.demo import run_demo
 
     lines = []
     result = run_demo(tmp_path / "demo", text=str(data_path("tinyshakespeare", "input.txt")), steps=20,
@@ -194,9 +194,9 @@ JAX_SMOKE = """
 import sys, keras
 from lmlab.training.config import TrainConfig
 from lmlab.training.trainer import train
-from lmlab.runs import load_run
-from lmlab.generation import generate_ids, generate_uncached
-from lmlab.samplers import SamplerConfig
+from lmlab.runs.load import load_run
+from lmlab.generate.decoder import generate_ids, generate_uncached
+from lmlab.generate.samplers import SamplerConfig
 assert keras.backend.backend() == "jax"
 result = train(TrainConfig(data=sys.argv[1], preset="debug", batch_size=4, max_steps=6, warmup_steps=1,
                            eval_interval=3, eval_batches=1, log_interval=1,
@@ -248,7 +248,7 @@ def test_mixed_precision_with_gradient_accumulation(shakespeare, tmp_path, preci
     assert math.isfinite(result["val_loss"]) and result["val_loss"] < math.log(67) + 0.5
     assert result["tokens_seen"] == 8 * 2 * 4 * 32
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
-    from lmlab.runs import load_run
+    from lmlab.runs.load import load_run
 
     assert load_run(tmp_path / "run").model.weights[0].dtype == "float32"
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.layers.normalization import RMSNorm
 from lmlab.layers.rotary import RotaryEmbedding
 from lmlab.models.transformer import (

@@ -20,7 +20,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffe\uffff]")
 _NEWLINES = re.compile(r"\r\n?")

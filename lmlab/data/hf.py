@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qsl
 
-from lmlab.data.documents import RawDocument, ReadStats
-from lmlab.data.readers import ReadOptions, _field_paragraphs
-from lmlab.errors import DataError
+from lmlab.data.documents import RawDocument, ReadOptions, ReadStats, field_paragraphs
+from lmlab.core.errors import DataError
+from lmlab.core.extras import require
 
 _FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
@@ -31,10 +31,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _open(spec: str):
-    try:
-        import datasets
-    except ImportError as error:  # pragma: no cover - datasets is a dependency
-        raise DataError(f"hf:{spec}: the 'datasets' package is not installed") from error
+    datasets = require("datasets", f"hf:{spec}: reading a Hugging Face dataset")
 
     name, params = parse_spec(spec)
     split = params.get("split", "train")
@@ -65,6 +62,6 @@ def read_hf(spec: str, options: ReadOptions, stats: ReadStats) -> Iterator[RawDo
     dataset = _open(spec)
     source = f"hf:{spec}"
     for index, record in enumerate(dataset):
-        paragraphs = _field_paragraphs(record, options.fields, f"{source}: row {index}")
+        paragraphs = field_paragraphs(record, options.fields, f"{source}: row {index}")
         if paragraphs:
             yield RawDocument(source, str(index), paragraphs)

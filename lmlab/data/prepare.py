@@ -39,9 +39,9 @@ from lmlab.data.clean import CleanOptions, clean_document, document_key
 from lmlab.data.documents import WIKITEXT, RawDocument, ReadStats
 from lmlab.data.readers import ReadOptions, expand_paths, read_source
 from lmlab.data.shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, TOKENIZER, ShardWriter, token_dtype
-from lmlab.errors import ConfigError, DataError
-from lmlab.io import read_json, remove_stale_temporaries, sha256_file, write_json
-from lmlab.progress import progress_bar
+from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.io import read_json, remove_stale_temporaries, sha256_file, write_json
+from lmlab.core.progress import progress_bar
 from lmlab.tokenizers import KINDS, HFTokenizer, Tokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
 
 UNITS = ("document", "paragraph", "sentence")
@@ -202,7 +202,7 @@ def _units(paragraphs: tuple[str, ...], unit: str, lang: str) -> list[str]:
         return ["\n".join(paragraphs)]
     if unit == "paragraph":
         return list(paragraphs)
-    from lmlab.data.segment import split_sentences
+    from lmlab.tokenizers.segment import split_sentences
 
     return [sentence for paragraph in paragraphs for sentence in split_sentences(paragraph, lang)]
 
@@ -554,6 +554,8 @@ class Prepare:
         shutil.rmtree(self.state_dir, ignore_errors=True)
         for line in report.lines(stats.counts):
             self.log(line)
+        for warning in stats.warnings:
+            self.log(f"warning: {warning}")
         return read_json(self.out / MANIFEST, "manifest")  # as JSON types, the same as a later read
 
     def _manifest(self, state, tokenizer, dtype, counts, report: Report, stats: ReadStats) -> dict:

@@ -32,36 +32,13 @@ import os
 import re
 import xml.etree.ElementTree as ET
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from lmlab.data.documents import PLAIN, WIKITEXT, RawDocument, ReadStats
-from lmlab.errors import ConfigError, DataError
-
-FORMATS = ("text", "wikitext", "jsonl", "json", "csv", "tsv", "mediawiki", "gigaword", "hf")
-ERROR_POLICIES = ("strict", "replace", "skip")
-DOC_SEPARATORS = ("blank", "line", "file")
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    format: str = "auto"
-    fields: tuple[str, ...] = ("text",)
-    doc_sep: str = "blank"
-    errors: str = "strict"
-    doc_types: tuple[str, ...] = ("story",)
-
-    def __post_init__(self):
-        if self.format != "auto" and self.format not in FORMATS:
-            raise ConfigError(f"unknown format {self.format!r}: expected auto or one of {', '.join(FORMATS)}")
-        if self.errors not in ERROR_POLICIES:
-            raise ConfigError(f"unknown --errors {self.errors!r}: expected {', '.join(ERROR_POLICIES)}")
-        if self.doc_sep not in DOC_SEPARATORS:
-            raise ConfigError(f"unknown --doc-sep {self.doc_sep!r}: expected {', '.join(DOC_SEPARATORS)}")
-        if not self.fields or any(not f for f in self.fields):
-            raise ConfigError("--field must name at least one field")
-
+from lmlab.data.documents import (FORMATS, PLAIN, WIKITEXT, RawDocument, ReadOptions,
+                                  ReadStats, field_paragraphs)
+from lmlab.data.hf import read_hf
+from lmlab.core.errors import DataError
 
 # ---------------------------------------------------------------- files
 
@@ -232,11 +209,18 @@ def read_text(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[Ra
                 yield RawDocument(source, str(number), (line,))
     elif options.doc_sep == "blank":
         for number, block in enumerate(_split_blocks(lines), 1):
+            if number == 1 and len(block) >= LINE_LAYOUT_LINES:
+                stats.warn(f"{path}: {len(block):,} lines before the first blank line: with --doc-sep blank "
+                           f"(the default) they are one document. For one sentence a line (Penn Treebank, "
+                           f"KenLM's input) prepare with --doc-sep line (--unit sentence for an n-gram)")
             yield RawDocument(source, str(number), ("\n".join(block),))
     else:
         paragraphs = tuple("\n".join(block) for block in _split_blocks(lines))
         if paragraphs:
             yield RawDocument(source, path.name, paragraphs)
+
+
+LINE_LAYOUT_LINES = 1000  # this many lines with no blank one between: surely one text a line, not one document
 
 
 _WIKITEXT_TITLE = re.compile(r"^ ?= [^=].* = ?$")
@@ -258,30 +242,6 @@ def read_wikitext(path: Path, options: ReadOptions, stats: ReadStats) -> Iterato
 
 
 # ---------------------------------------------------------------- JSON, CSV
-
-
-def _field_paragraphs(record, fields: tuple[str, ...], where: str) -> tuple[str, ...]:
-    paragraphs: list[str] = []
-    for name in fields:
-        if isinstance(record, dict):
-            if name not in record:
-                known = ", ".join(k if k.isprintable() else repr(k) for k in map(str, list(record)[:12]))
-                raise DataError(f"{where}: no field {name!r} (fields: {known}); choose one with --field")
-            value = record[name]
-        else:
-            try:
-                value = record[int(name)]
-            except (ValueError, IndexError):
-                raise DataError(f"{where}: no column {name!r} in a row of {len(record)} columns") from None
-        if value is None:
-            continue
-        if isinstance(value, str):
-            paragraphs.append(value)
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            paragraphs.extend(value)
-        else:
-            raise DataError(f"{where}: field {name!r} holds {type(value).__name__}, not text or a list of text")
-    return tuple(p for p in paragraphs if p.strip())
 
 
 def _loads(text: str):
@@ -307,7 +267,7 @@ def read_jsonl(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[R
                 continue
             message = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
             raise DataError(f"{path}:{number}: malformed JSONL line: {message}") from None
-        paragraphs = _field_paragraphs(record, options.fields, f"{path}:{number}")
+        paragraphs = field_paragraphs(record, options.fields, f"{path}:{number}")
         if paragraphs:
             yield RawDocument(source, str(number), paragraphs)
 
@@ -343,7 +303,7 @@ def read_json(path: Path, options: ReadOptions, stats: ReadStats) -> Iterator[Ra
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise DataError(f"{path}: item {index} is a JSON {type(record).__name__}, not an object")
-        paragraphs = _field_paragraphs(record, options.fields, f"{path}: item {index}")
+        paragraphs = field_paragraphs(record, options.fields, f"{path}: item {index}")
         if paragraphs:
             yield RawDocument(source, str(record.get("id", index)), paragraphs, title=record.get("title"))
 
@@ -363,7 +323,7 @@ def read_delimited(path: Path, options: ReadOptions, stats: ReadStats, delimiter
                 header = row
                 continue
             record = row if by_index else dict(zip(header, row))
-            paragraphs = _field_paragraphs(record, options.fields, f"{path}:{reader.line_num}")
+            paragraphs = field_paragraphs(record, options.fields, f"{path}:{reader.line_num}")
             if paragraphs:
                 yield RawDocument(source, str(reader.line_num), paragraphs)
     except csv.Error as error:
@@ -495,8 +455,6 @@ def read_gigaword(path: Path, options: ReadOptions, stats: ReadStats) -> Iterato
 def read_source(spec: str, options: ReadOptions, stats: ReadStats) -> Iterator[RawDocument]:
     """All documents of one source: a path, folder, glob or ``hf:`` spec."""
     if spec.startswith("hf:") or options.format == "hf":
-        from lmlab.data.hf import read_hf
-
         yield from read_hf(spec.removeprefix("hf:"), options, stats)
         return
     for path in expand_paths(spec):
@@ -505,9 +463,7 @@ def read_source(spec: str, options: ReadOptions, stats: ReadStats) -> Iterator[R
             continue
         kind = sniff_format(path) if options.format == "auto" else options.format
         if kind == "hf":
-            from lmlab.data.hf import read_hf
-
-            yield from read_hf(str(path), options, stats)
+                yield from read_hf(str(path), options, stats)
         elif kind in ("csv", "tsv"):
             yield from read_delimited(path, options, stats, "," if kind == "csv" else "\t")
         else:

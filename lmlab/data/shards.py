@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.errors import DataError, LmlabError
-from lmlab.io import read_json, sha256_file, temporary_path
+from lmlab.core.errors import DataError, LmlabError
+from lmlab.core.io import read_json, sha256_file, temporary_path
 
 FORMAT = "lmlab-token-shards"
 FORMAT_VERSION = 1

@@ -30,9 +30,10 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
+from lmlab.experiments.fields import as_mapping, at, check_known, expand_path, positive_int
 from lmlab.experiments.records import DONE
-from lmlab.io import read_json, write_json
+from lmlab.core.io import read_json, write_json
 
 FOLDER = "finetune"  # RUN/finetune: an ordinary lmlab finetune output folder
 FINETUNED = "finetuned.json"  # the stage is done: fine-tuning results and test metrics
@@ -51,11 +52,10 @@ def _config_keys() -> tuple[str, ...]:
 
 def parse_finetune(data, place: str) -> dict:
     """Check the section (fields, task, files, FinetuneConfig values); returns what the sweep needs."""
-    from lmlab.experiments.spec import _known, _mapping, _positive_int, at, expand_path
     from lmlab.tasks.config import FinetuneConfig
 
-    data = _mapping(data, place, "finetune")
-    _known(data, FILE_KEYS + DATA_KEYS + _config_keys(), place, "field(s)")
+    data = as_mapping(data, place, "finetune")
+    check_known(data, FILE_KEYS + DATA_KEYS + _config_keys(), place, "field(s)")
     task = data.get("task", "classify")
     if task != "classify":
         raise ConfigError(f"{place}.task: compare ranks runs by classification accuracy after fine-tuning, so the "
@@ -76,7 +76,7 @@ def parse_finetune(data, place: str) -> dict:
     options = {k: data[k] for k in DATA_KEYS if k in data}
     for key in ("limit", "test_limit"):
         if key in options:
-            _positive_int(options[key], f"{place}.{key}")
+            positive_int(options[key], f"{place}.{key}")
     fields = {RENAMED.get(k, k): v for k, v in data.items() if k not in FILE_KEYS + DATA_KEYS}
     pooling = fields.pop("pooling", "auto")
     with at(place):
@@ -86,7 +86,7 @@ def parse_finetune(data, place: str) -> dict:
 
 def check_run_for_finetune(run, finetune: dict, place: str) -> None:
     """What each run must be to be fine-tuned: neural, and a pooling that reads its whole text."""
-    from lmlab import registry
+    from lmlab.models import registry
 
     if not registry.family(run.family).neural:
         raise ConfigError(f"{place}: an n-gram cannot be fine-tuned for classification; drop the run or the "

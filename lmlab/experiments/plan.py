@@ -32,8 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lmlab.errors import ConfigError, LmlabError
-from lmlab.io import read_json
+from lmlab.core.errors import ConfigError, LmlabError
+from lmlab.core.io import read_json
 
 TOKENS_PER_PARAMETER = 20.0  # Chinchilla
 MAX_EPOCHS = 4.0  # Muennighoff et al. 2023
@@ -234,10 +234,10 @@ def calibrate(vocab_size: int, block_size: int = 256, batch_size: int = 8, steps
     """Measure this machine: a few training steps of a small Transformer on random tokens (after compiling)."""
     import numpy as np
 
-    from lmlab import registry
+    from lmlab.models import registry
     from lmlab.training.config import TrainConfig
     from lmlab.training.steps import Stepper
-    from lmlab.training.trainer import build_optimizer
+    from lmlab.training.optimizer import build_optimizer
 
     model_config = registry.model_config("transformer", "shakespeare-char", vocab_size,
                                          {"block_size": block_size, "n_layer": 4, "d_model": 256, "n_head": 8})

@@ -14,7 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from lmlab.io import read_json
+from lmlab.core.io import read_json
 
 DONE = "done.json"  # the run is trained and evaluated: the sweep skips it
 TRAINED = "trained.json"  # the trainer's results plus the sweep's timing, written before evaluation

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lmlab.experiments.plots import write_plots
 from lmlab.experiments.table import count, duration, flops, group, markdown_table, per_seed_table, write_csv
-from lmlab.io import atomic_open
+from lmlab.core.io import atomic_open
 
 STILL_FALLING = 0.01  # relative drop of the validation loss over the last quarter of a run's tokens
 

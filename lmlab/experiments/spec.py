@@ -19,23 +19,23 @@ This module parses and checks the file without the data (field names,
 families, presets, model overrides, budget shape, sources to prepare) and
 expands grids and seeds into :class:`RunSpec` items. What needs the data
 (vocabulary, steps from a budget) is resolved in :mod:`lmlab.experiments.budget`.
-Every problem is a :class:`~lmlab.errors.ConfigError` that names the file, the
+Every problem is a :class:`~lmlab.core.errors.ConfigError` that names the file, the
 place in it and the field.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
 import itertools
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmlab.errors import ConfigError, LmlabError
-from lmlab.io import read_text
+from lmlab.core.errors import ConfigError
+from lmlab.core.io import read_text
+from lmlab.experiments.fields import as_mapping, at, check_known, expand_path, positive_int
+from lmlab.experiments.finetune import check_run_for_finetune, parse_finetune
 from lmlab.training.config import TrainConfig
 
 TOP_KEYS = ("name", "description", "data", "prepare", "budget", "train", "seeds", "repeats", "evaluate", "grid",
@@ -47,11 +47,10 @@ EVALUATE_KEYS = ("split", "stride", "batch_size", "checkpoint")
 PREPARE_KEYS = ("sources", "workers", "format", "fields", "doc_sep", "errors", "doc_types", "nfkc", "min_chars",
                 "max_chars", "dedup", "tokenizer", "vocab_size", "min_freq", "segmenter", "eos_token", "unit", "lang",
                 "split", "split_order", "seed", "shard_tokens", "tokenizer_max_chars", "wordpiece")
-WORDPIECE_KEYS = ("vocab_size", "lowercase", "min_freq")  # prepare.wordpiece: lmlab.mlm_tokenizer.train_wordpiece
+WORDPIECE_KEYS = ("vocab_size", "lowercase", "min_freq")  # prepare.wordpiece: lmlab.tokenizers.wordpiece.train_wordpiece
 READ_KEYS = ("format", "fields", "doc_sep", "errors", "doc_types")
 CLEAN_KEYS = ("nfkc", "min_chars", "max_chars", "dedup")
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "data")
-DEFAULT_DATA_ROOT = "../shared/data"  # where $LMLAB_DATA points when unset, as for the tests and the demo
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 ANY_VOCAB = 1 << 16  # stands in for the tokenizer's vocabulary when checking presets before the data exists
 
@@ -152,47 +151,12 @@ def read_yaml(path) -> dict:
     return data
 
 
-def expand_path(text: str) -> str:
-    """``$LMLAB_DATA`` (default ``../shared/data``), other variables and ``~`` expanded."""
-    text = re.sub(r"\$\{LMLAB_DATA\}|\$LMLAB_DATA\b", lambda m: os.environ.get("LMLAB_DATA", DEFAULT_DATA_ROOT), text)
-    return os.path.expanduser(os.path.expandvars(text))
-
-
 # ------------------------------------------------------------------ checks
 
 
-@contextlib.contextmanager
-def at(place: str):
-    """Prefix any LmlabError raised inside with ``place`` (file, section, run)."""
-    try:
-        yield
-    except LmlabError as error:
-        raise ConfigError(f"{place}: {error}") from None
-
-
-def _mapping(value, place: str, what: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{place}: {what} must be a mapping, got {value!r}")
-    return value
-
-
-def _known(data: dict, known, place: str, what: str) -> None:
-    unknown = sorted(str(k) for k in data if k not in known)
-    if unknown:
-        raise ConfigError(f"{place}: unknown {what} {', '.join(unknown)}; known: {', '.join(known)}")
-
-
-def _positive_int(value, place: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{place} must be a positive integer, got {value!r}")
-    return value
-
-
 def parse_budget(data, place: str, base: Budget | None = None) -> Budget:
-    data = _mapping(data, place, "budget")
-    _known(data, BUDGET_KINDS + ("evaluations",), place, "budget field(s)")
+    data = as_mapping(data, place, "budget")
+    check_known(data, BUDGET_KINDS + ("evaluations",), place, "budget field(s)")
     kinds = [k for k in BUDGET_KINDS if k in data]
     if len(kinds) > 1:
         raise ConfigError(f"{place}: give one of {', '.join(BUDGET_KINDS)}, not {' and '.join(kinds)}")
@@ -205,7 +169,7 @@ def parse_budget(data, place: str, base: Budget | None = None) -> Budget:
             raise ConfigError(f"{place}.{kind} must be a whole number, got {amount!r}")
         budget = dataclasses.replace(budget, kind=kind, amount=amount)
     if "evaluations" in data:
-        budget = dataclasses.replace(budget, evaluations=_positive_int(data["evaluations"], f"{place}.evaluations"))
+        budget = dataclasses.replace(budget, evaluations=positive_int(data["evaluations"], f"{place}.evaluations"))
     return budget
 
 
@@ -221,18 +185,18 @@ def _parse_seeds(data: dict, place: str, base_seed: int, inherited: tuple[int, .
             raise ConfigError(f"{place}.seeds repeats a seed: {seeds!r}")
         return tuple(seeds)
     if "repeats" in data:
-        return tuple(base_seed + i for i in range(_positive_int(data["repeats"], f"{place}.repeats")))
+        return tuple(base_seed + i for i in range(positive_int(data["repeats"], f"{place}.repeats")))
     return inherited if inherited is not None else (base_seed,)
 
 
 def _check_train_fields(data: dict, place: str) -> None:
-    _known(data, TRAIN_FIELDS, place, "training field(s)")
+    check_known(data, TRAIN_FIELDS, place, "training field(s)")
     if "model" in data:
-        _mapping(data["model"], f"{place}.model", "model")
+        as_mapping(data["model"], f"{place}.model", "model")
 
 
 def _grid(data, place: str) -> dict:
-    grid = _mapping(data, place, "grid")
+    grid = as_mapping(data, place, "grid")
     for key, values in grid.items():
         name, _, sub = str(key).partition(".")
         if name not in TRAIN_FIELDS or (sub and name != "model"):
@@ -267,7 +231,7 @@ def _apply(fields: dict, key: str, value) -> dict:
 
 def check_model(family_name: str, preset: str, model: dict, vocab_size: int = ANY_VOCAB):
     """The family's model config for ``preset`` with ``model`` overrides (raises naming a bad field)."""
-    from lmlab import registry
+    from lmlab.models import registry
 
     spec = registry.family(family_name)
     if not spec.neural:
@@ -275,7 +239,7 @@ def check_model(family_name: str, preset: str, model: dict, vocab_size: int = AN
 
         options = {k: v for k, v in model.items() if k != "family"}
         known = [f.name for f in dataclasses.fields(NGramConfig) if f.name != "family"]
-        _known(options, known, "model", "n-gram field(s)")
+        check_known(options, known, "model", "n-gram field(s)")
         return NGramConfig(**options)
     return registry.model_config(family_name, preset, vocab_size, model)
 
@@ -285,9 +249,9 @@ def check_model(family_name: str, preset: str, model: dict, vocab_size: int = AN
 
 def parse_experiment(data: dict, source: str = "experiment", default_name: str = "experiment") -> Experiment:
     """Check an experiment mapping without its data and expand grids and seeds into runs."""
-    from lmlab import registry
+    from lmlab.models import registry
 
-    _known(data, TOP_KEYS, source, "field(s)")
+    check_known(data, TOP_KEYS, source, "field(s)")
     name = data.get("name", default_name)
     if not isinstance(name, str) or not NAME.match(name):
         raise ConfigError(f"{source}: name must be letters, digits, '.', '_', '+' or '-', got {name!r}")
@@ -295,18 +259,18 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
         raise ConfigError(f"{source}: data must name a folder made by lmlab prepare (the prepare section makes it "
                           "if it is missing)")
     prepare = _parse_prepare(data.get("prepare"), f"{source}: prepare") if data.get("prepare") is not None else None
-    evaluate = _mapping(data.get("evaluate"), f"{source}: evaluate", "evaluate")
-    _known(evaluate, EVALUATE_KEYS, f"{source}: evaluate", "field(s)")
+    evaluate = as_mapping(data.get("evaluate"), f"{source}: evaluate", "evaluate")
+    check_known(evaluate, EVALUATE_KEYS, f"{source}: evaluate", "field(s)")
     evaluate = {"split": "test", "stride": None, "batch_size": 8, "checkpoint": "best", **evaluate}
     if evaluate["split"] not in ("train", "valid", "test"):
         raise ConfigError(f"{source}: evaluate.split must be train, valid or test, got {evaluate['split']!r}")
     if evaluate["checkpoint"] not in ("best", "last"):
         raise ConfigError(f"{source}: evaluate.checkpoint must be best or last, got {evaluate['checkpoint']!r}")
-    _positive_int(evaluate["batch_size"], f"{source}: evaluate.batch_size")
+    positive_int(evaluate["batch_size"], f"{source}: evaluate.batch_size")
     if evaluate["stride"] is not None:
-        _positive_int(evaluate["stride"], f"{source}: evaluate.stride")
+        positive_int(evaluate["stride"], f"{source}: evaluate.stride")
     budget = parse_budget(data.get("budget"), f"{source}: budget")
-    train = _mapping(data.get("train"), f"{source}: train", "train")
+    train = as_mapping(data.get("train"), f"{source}: train", "train")
     _check_train_fields(train, f"{source}: train")
     top_seeds = _parse_seeds(data, source, train.get("seed", TrainConfig.seed), None)
     top_grid = _grid(data.get("grid"), f"{source}: grid")
@@ -317,8 +281,8 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
     runs: list[RunSpec] = []
     for index, entry in enumerate(entries):
         place = f"{source}: runs[{index}]"
-        entry = _mapping(entry, place, "a run")
-        _known(entry, RUN_KEYS + TRAIN_FIELDS, place, "field(s)")
+        entry = as_mapping(entry, place, "a run")
+        check_known(entry, RUN_KEYS + TRAIN_FIELDS, place, "field(s)")
         fields = {**train, **{k: v for k, v in entry.items() if k in TRAIN_FIELDS}}
         family_name = fields.get("family", TrainConfig.family)
         with at(f"{place}.family"):
@@ -326,7 +290,7 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
         fields["family"] = family_name
         # The train section's model overrides are for the neural families; an n-gram takes only its own.
         inherited = (train.get("model") or {}) if registry.family(family_name).neural else {}
-        fields["model"] = {**inherited, **_mapping(entry.get("model"), f"{place}.model", "model")}
+        fields["model"] = {**inherited, **as_mapping(entry.get("model"), f"{place}.model", "model")}
         run_name = entry.get("name", family_name if not registry.family(family_name).neural
                              else f"{family_name}-{fields.get('preset', TrainConfig.preset)}")
         if not isinstance(run_name, str) or not NAME.match(run_name):
@@ -351,8 +315,6 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
                                     fields={**run_fields, "seed": seed}, grid=chosen, budget=run_budget, seed=seed))
     finetune = None
     if data.get("finetune") is not None:
-        from lmlab.experiments.finetune import parse_finetune
-
         finetune = parse_finetune(data["finetune"], f"{source}: finetune")
     _check_families(runs, finetune, source)
     ids = [r.id for r in runs]
@@ -366,8 +328,6 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
 
 def _check_families(runs: list[RunSpec], finetune: dict | None, source: str) -> None:
     """Encoders beside decoders only with a finetune section: pseudo-perplexity is no perplexity."""
-    from lmlab.experiments.finetune import check_run_for_finetune
-
     encoders = [r for r in runs if r.family == "encoder"]
     decoders = [r for r in runs if r.family != "encoder"]
     if encoders and decoders and finetune is None:
@@ -394,10 +354,10 @@ def _check_run(fields: dict, budget: Budget, place: str) -> None:
 def _parse_prepare(data, place: str) -> dict:
     from lmlab.data.prepare import PrepareOptions, Source
 
-    data = {str(k).replace("-", "_"): v for k, v in _mapping(data, place, "prepare").items()}
+    data = {str(k).replace("-", "_"): v for k, v in as_mapping(data, place, "prepare").items()}
     if "field" in data:
         data["fields"] = data.pop("field")
-    _known(data, PREPARE_KEYS, place, "option(s)")
+    check_known(data, PREPARE_KEYS, place, "option(s)")
     sources = data.get("sources")
     if isinstance(sources, str):
         sources = [sources]
@@ -427,7 +387,7 @@ def _parse_prepare(data, place: str) -> dict:
         from lmlab.data.readers import ReadOptions
 
         PrepareOptions(tuple(Source.parse(s) for s in sources), ReadOptions(**read), CleanOptions(**clean), **options)
-    workers = _positive_int(data.get("workers", 1), f"{place}.workers")
+    workers = positive_int(data.get("workers", 1), f"{place}.workers")
     return {"sources": sources, "workers": workers, "read": read, "clean": clean, **options,
             **({"wordpiece": wordpiece} if wordpiece else {})}
 
@@ -436,13 +396,13 @@ def _parse_wordpiece(data: dict, sources: list[str], place: str) -> dict:
     """``prepare.wordpiece``: train a WordPiece tokenizer with [MASK] (what an encoder needs) before preparing."""
     from lmlab.data.prepare import Source
 
-    options = _mapping(data["wordpiece"], f"{place}.wordpiece", "wordpiece") or {}
-    _known(options, WORDPIECE_KEYS, f"{place}.wordpiece", "field(s)")
+    options = as_mapping(data["wordpiece"], f"{place}.wordpiece", "wordpiece") or {}
+    check_known(options, WORDPIECE_KEYS, f"{place}.wordpiece", "field(s)")
     if "tokenizer" in data:
         raise ConfigError(f"{place}: give tokenizer or wordpiece, not both (wordpiece trains the tokenizer)")
     options = {"vocab_size": 8000, "lowercase": False, "min_freq": 2, **options}
-    _positive_int(options["vocab_size"], f"{place}.wordpiece.vocab_size")
-    _positive_int(options["min_freq"], f"{place}.wordpiece.min_freq")
+    positive_int(options["vocab_size"], f"{place}.wordpiece.vocab_size")
+    positive_int(options["min_freq"], f"{place}.wordpiece.min_freq")
     if not isinstance(options["lowercase"], bool):
         raise ConfigError(f"{place}.wordpiece.lowercase must be true or false, got {options['lowercase']!r}")
     parsed = [Source.parse(s) for s in sources]

@@ -29,13 +29,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError
 from lmlab.experiments.budget import PlannedRun, resolve_runs
 from lmlab.experiments.finetune import check_finetuned
 from lmlab.experiments.records import DONE, EVALUATED, TRAINED, make_record
 from lmlab.experiments.spec import Experiment, expand_path, load_experiment
 from lmlab.experiments.table import duration
-from lmlab.io import read_json, write_json
+from lmlab.core.io import read_json, write_json
 
 PLAN = "experiment.json"
 RUNS = "runs"
@@ -118,7 +118,7 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
 def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: bool = False, log=print,
             scale: float = 1.0) -> dict:
     """Train (or resume), evaluate (and fine-tune) one run; return its record. Idempotent."""
-    from lmlab.evaluation import evaluate_run
+    from lmlab.evaluation.perplexity import evaluate_run
     from lmlab.training.trainer import train
 
     if (folder / DONE).exists():
@@ -242,8 +242,8 @@ def _data(experiment: Experiment, dry_run: bool, log) -> dict | None:
 def _wordpiece(folder: Path, options: dict, log) -> Path:
     """``prepare.wordpiece``: a WordPiece tokenizer (with [MASK]) trained on the training files, beside the data."""
     from lmlab.data.readers import expand_paths
-    from lmlab.io import atomic_open, read_text
-    from lmlab.mlm_tokenizer import train_wordpiece
+    from lmlab.core.io import atomic_open, read_text
+    from lmlab.tokenizers.wordpiece import train_wordpiece
 
     path = folder.with_name(folder.name + ".wordpiece.json")
     if path.exists():

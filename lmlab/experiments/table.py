@@ -7,13 +7,13 @@ import io
 import math
 from pathlib import Path
 
-from lmlab.io import atomic_open
+from lmlab.core.io import atomic_open
 
 # Metrics averaged over the seeds of a configuration.
 METRICS = ("parameters", "flops_per_token", "tokens_seen", "training_flops", "wall_s", "tokens_per_s",
            "best_val_loss", "eval_loss", "eval_perplexity", "eval_bits_per_byte", "eval_masked_loss",
            "eval_masked_accuracy", "eval_pseudo_perplexity", "finetune_accuracy", "finetune_macro_f1")
-MLM_EVAL = ("masked_loss", "masked_accuracy", "pseudo_perplexity")  # an encoder's scores (lmlab.mlm_eval)
+MLM_EVAL = ("masked_loss", "masked_accuracy", "pseudo_perplexity")  # an encoder's scores (lmlab.evaluation.masked)
 
 
 def flatten(record: dict) -> dict:

@@ -10,7 +10,7 @@ out. Both the ``transformers`` 4 (``rope_theta``, ``rope_scaling``) and 5
 
 from __future__ import annotations
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.interop.hf_names import ARCHITECTURES, BERT, GPT2, LLAMA, ROBERTA, Architecture
 
 GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")  # both are GELU with the tanh approximation, as lmlab's

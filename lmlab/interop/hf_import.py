@@ -4,7 +4,7 @@ Reads ``config.json`` (:mod:`lmlab.interop.hf_config`), the safetensors weights
 (:mod:`lmlab.interop.weight_files`; pickles refused), maps every tensor through
 the name tables (:mod:`lmlab.interop.hf_names`) and the tokenizer
 (:mod:`lmlab.interop.hf_tokenizer`), and writes a run folder at step 0
-(:mod:`lmlab.interop.run_folder`).
+(:mod:`lmlab.runs.folder`).
 
 Given ``data`` (a folder prepared with this checkpoint's tokenizer, e.g.
 ``lmlab prepare ... --tokenizer DIR/tokenizer.json``), the run also gets a fresh
@@ -18,12 +18,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.interop import hf_config, hf_names
 from lmlab.interop.hf_tokenizer import load_hf_tokenizer, same_tokenizer
-from lmlab.interop.run_folder import check_new_run_folder, write_run
+from lmlab.runs.folder import check_new_run_folder, write_run
 from lmlab.interop.weight_files import CheckpointTensors, refuse_pickles
-from lmlab.io import read_json
+from lmlab.core.io import read_json
 
 # Fine-tuning starts from trained weights: a tenth of the from-scratch learning rate, a short warm-up.
 FINETUNE_DEFAULTS = dict(max_steps=200, learning_rate=1e-4, min_learning_rate=1e-5, warmup_steps=10,
@@ -64,7 +64,7 @@ def _data_reference(data, tokenizer):
 
 def _weight_shapes(model, source_config) -> dict[str, tuple]:
     """The lmlab weight shapes the checkpoint must fill (its own position table, if cut on import)."""
-    from lmlab.training.checkpoint import variable_key
+    from lmlab.runs.checkpoint import variable_key
 
     shapes = {variable_key(w): tuple(w.shape) for w in model.weights}
     if "position_embedding/embeddings" in shapes:
@@ -102,9 +102,9 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
         tok, data_ref = _data_reference(data, tok)
     import keras  # TensorFlow loads here, once the folder has passed the checks above
 
-    from lmlab import registry
+    from lmlab.models import registry
 
-    from lmlab.training.checkpoint import variable_key
+    from lmlab.runs.checkpoint import variable_key
 
     tensors = CheckpointTensors.open(folder)
     try:
@@ -122,7 +122,7 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
             weight.assign(weights.pop(variable_key(weight)))
         optimizer = None
         if data:  # fresh AdamW moments, as the trainer builds them: `lmlab train --resume` restores them
-            from lmlab.training.trainer import build_optimizer
+            from lmlab.training.optimizer import build_optimizer
 
             optimizer, _ = build_optimizer(train_config, model)
         write_run(out, model, tok, train_config, data_ref, optimizer, extra={"imported_from": {

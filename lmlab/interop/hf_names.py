@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Architecture:
     rules: tuple[Rule, ...]
     buffers: tuple[str, ...] = ()  # regexes of non-weight buffers some checkpoints carry; skipped
     biases_required: bool = False  # the format always has biases: an lmlab model without them exports zeros
-    family: str = "transformer"  # the lmlab model family (lmlab.registry) it maps onto
+    family: str = "transformer"  # the lmlab model family (lmlab.models.registry) it maps onto
     head: str = "lm_head.weight"  # the output matrix, tied to the token embedding when the config says so
     head_prefixes: tuple[str, ...] = ("lm_head.",)  # tensors outside the base model (body_prefix)
 

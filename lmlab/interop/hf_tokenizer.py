@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lmlab.errors import ConfigError
-from lmlab.io import read_json, read_text
+from lmlab.core.errors import ConfigError
+from lmlab.core.io import read_json, read_text
 from lmlab.tokenizers import CharTokenizer, HFTokenizer, Tokenizer, WordTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -89,7 +89,7 @@ def special_tokens(tokenizer: Tokenizer, imported: dict | None = None) -> dict[s
     specials.setdefault("bos_token", tokenizer.eos_token)
     if tokenizer.unk_id is not None:
         specials.setdefault("unk_token", tokenizer.id_to_token(tokenizer.unk_id))
-    from lmlab.training.masking import CLS_TOKENS, MASK_TOKENS, PAD_TOKENS, SEP_TOKENS
+    from lmlab.tokenizers.specials import CLS_TOKENS, MASK_TOKENS, PAD_TOKENS, SEP_TOKENS
 
     for name, candidates in (("mask_token", MASK_TOKENS), ("cls_token", CLS_TOKENS), ("sep_token", SEP_TOKENS),
                              ("pad_token", PAD_TOKENS)):  # a masked LM's, so fill-mask pipelines find them

@@ -26,8 +26,8 @@ import shutil
 import time
 from pathlib import Path
 
-from lmlab.errors import ConfigError
-from lmlab.io import atomic_open, write_json
+from lmlab.core.errors import ConfigError
+from lmlab.core.io import atomic_open, write_json
 
 SIGNATURES = {
     "score": {"inputs": {"token_ids": "int32 (batch, length)"},
@@ -85,7 +85,7 @@ def export_savedmodel(run, out, checkpoint: str = "best", overwrite: bool = Fals
     import keras
 
     from lmlab.interop.hf_tokenizer import tokenizer_json
-    from lmlab.runs import load_run
+    from lmlab.runs.load import load_run
 
     if keras.backend.backend() != "tensorflow":
         raise ConfigError(f"a SavedModel is written from the TensorFlow backend; this process runs "

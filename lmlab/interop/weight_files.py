@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.errors import ConfigError, DataError
-from lmlab.io import read_json
+from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.io import read_json
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

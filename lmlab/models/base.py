@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 
 
 def is_number(value) -> bool:
@@ -81,8 +81,8 @@ class OutputHead:
     ``lm_head``) plus a per-word bias. Expects ``token_embedding``, ``lm_head`` (or ``None``)
     and ``output_bias`` on the model."""
 
-    def _logits(self, x):
-        """Float32 logits ``(B, T, V)`` from hidden states ``(B, T, d)``."""
+    def logits(self, x):
+        """Float32 logits ``(B, T, V)`` from :meth:`hidden_states` ``(B, T, d)``."""
         if self.lm_head is None:
             table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
             logits = ops.einsum("btd,vd->btv", x, table)  # no transposed copy of the table

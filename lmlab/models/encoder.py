@@ -3,7 +3,7 @@
 What this module holds, top to bottom:
 
 - :class:`EncoderConfig`: one frozen, validated, JSON-serialisable config, with
-  the masked-LM pretraining settings (:mod:`lmlab.training.masking` reads them);
+  the masked-LM pretraining settings (:mod:`lmlab.data.masking` reads them);
 - :data:`PRESETS` and :func:`preset`: named shapes, each citing what it mirrors;
 - :func:`count_parameters`: the closed form from the config alone;
 - :class:`BidirectionalSelfAttention`, :class:`EncoderBlock`, :class:`EncoderMLM`;
@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.layers.rotary import apply_rotary, rotary_cos_sin
 from lmlab.models.base import LanguageModel, ModelConfig, is_number
 
@@ -58,7 +58,7 @@ class EncoderConfig(ModelConfig):
 
     ``d_ff`` left ``None`` becomes ``4 * d_model``. ``block_size`` is the longest
     input (special tokens included); RoBERTa's position table is ``position_offset``
-    rows longer. Pretraining (:mod:`lmlab.training.masking`): ``mask_prob`` of the
+    rows longer. Pretraining (:mod:`lmlab.data.masking`): ``mask_prob`` of the
     tokens are selected, of those 80% become the mask token, 10% a random token and
     10% stay; ``whole_word`` selects whole words (word pieces of one word together;
     Chinese words from jieba) instead of single tokens. ``packing`` lays out the
@@ -333,7 +333,7 @@ class EncoderMLM(LanguageModel, keras.Model):
     """A Transformer encoder with a masked-LM head: int32 ``(B, T)`` ids → float32 ``(B, T, V)`` logits.
 
     ``call(token_ids, token_type_ids=None, training=None)``; segment ids default
-    to 0. :meth:`encode` returns the hidden states a task head reads. Weight
+    to 0. :meth:`hidden_states` returns the hidden states a task head reads. Weight
     paths: ``token_embedding``, ``positions``, ``token_types``, ``embedding_norm``
     (post-LN), ``blocks_{i}/...``, ``final_norm`` (pre-LN), ``head_dense``,
     ``head_norm``, ``head_bias``.
@@ -391,10 +391,12 @@ class EncoderMLM(LanguageModel, keras.Model):
             return ops.cumsum(real, axis=1) * real + c.pad_token_id
         return ops.arange(ops.shape(token_ids)[1], dtype="int32")[None, :]
 
-    def encode(self, token_ids, token_type_ids=None, training=None, lengths=None):
-        """``(B, T, d)`` hidden states after the last layer (and the final norm, pre-LN).
+    def hidden_states(self, token_ids, training=None, lengths=None, token_type_ids=None):
+        """``(B, T, d)`` states after the last layer (and the final norm, pre-LN): what the masked-LM
+        head and task heads read.
 
         ``lengths`` ``(B,)``: real tokens per row; the rest (right padding) is hidden from attention.
+        ``token_type_ids`` ``(B, T)``: segment ids (0 where not given).
         """
         length = token_ids.shape[1]
         if isinstance(length, int) and length > self.config.block_size:
@@ -420,7 +422,8 @@ class EncoderMLM(LanguageModel, keras.Model):
             x = block(x, key_mask, training=training, rotary=rotary)
         return x if self.final_norm is None else self.final_norm(x)
 
-    def _logits(self, x):
+    def logits(self, x):
+        """Float32 logits from :meth:`hidden_states` (``(B, T, d)`` or gathered ``(B, M, d)``)."""
         h = self.head_norm(ops.gelu(self.head_dense(x), approximate=False))
         table = ops.cast(self.token_embedding.embeddings, h.dtype)  # (V, d), tied
         logits = ops.einsum("btd,vd->btv", h, table) + ops.cast(self.head_bias, h.dtype)
@@ -428,13 +431,13 @@ class EncoderMLM(LanguageModel, keras.Model):
 
     def call(self, token_ids, token_type_ids=None, training=None, masked_positions=None):
         """Logits ``(B, T, V)``; with ``masked_positions`` ``(B, M)`` only there, ``(B, M, V)``."""
-        hidden = self.encode(token_ids, token_type_ids, training=training)
+        hidden = self.hidden_states(token_ids, training=training, token_type_ids=token_type_ids)
         if masked_positions is not None:  # the output layer only where the loss looks (BERT's gather_indexes)
             hidden = ops.take_along_axis(hidden, ops.cast(masked_positions, "int32")[:, :, None], axis=1)
-        return self._logits(hidden)
+        return self.logits(hidden)
 
     def mlm_head_variables(self) -> list:
-        """The masked-LM head's own weights (not the tied embedding): a task head on :meth:`encode` leaves
+        """The masked-LM head's own weights (not the tied embedding): a task head on :meth:`hidden_states` leaves
         them unused, so fine-tuning marks them non-trainable (they would get no gradient)."""
         return [*self.head_dense.weights, *self.head_norm.weights, self.head_bias]
 

@@ -47,7 +47,7 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.models.base import LanguageModel, ModelConfig, OutputHead, Seeds, check_cache_length, is_number
 from lmlab.layers.normalization import RMSNorm
 
@@ -306,16 +306,21 @@ class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
 
     def call(self, token_ids, training=None):
         """Logits for a window whose first token sees only zero padding before it (any length ``T``)."""
+        return self.logits(self.hidden_states(token_ids, training))
+
+    def hidden_states(self, token_ids, training=None, lengths=None):
+        """``(B, T, d)`` states after the last layer and the final norm: what the output layer and task heads read.
+
+        ``lengths`` ``(B,)`` (real tokens per row) is part of the common contract; a causal model needs
+        no mask for right padding, as no real token sees the padding after it.
+        """
         x = self.embedding_dropout(self._embed(token_ids), training=training)  # (B, T, d)
         for block in self.blocks:
             x = block(x, training=training)
-        return self._logits(x)
+        return self.final_norm(x)
 
     def _embed(self, token_ids):
         return self.token_embedding(ops.cast(token_ids, "int32"))  # (B, T, d)
-
-    def _logits(self, x):
-        return super()._logits(self.final_norm(x))
 
     # -- cached decoding ----------------------------------------------------
 
@@ -347,7 +352,7 @@ class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
             x, layer_cache = block(x, cache=cache[i], training=False)
             layer_caches.append(layer_cache)  # (B, k - 1, d)
         new_cache = ops.cast(ops.stack(layer_caches, axis=0), cache.dtype)  # (L, B, k - 1, d)
-        return self._logits(x), new_cache
+        return self.logits(self.final_norm(x)), new_cache
 
     # -- accounting -----------------------------------------------------------
 

@@ -44,7 +44,7 @@ every TensorFlow step with XLA.
 
 The window is the unit, as for the other families: :meth:`RNNLM.call` runs each
 ``(B, T)`` window from a zero state, and training, evaluation
-(:mod:`lmlab.evaluation`'s sequential windows) and uncached generation all see
+(:mod:`lmlab.evaluation.perplexity`'s sequential windows) and uncached generation all see
 windows of at most ``block_size`` tokens, so an RNN's perplexity is measured
 exactly like a Transformer's (no state carried across windows, unlike Zaremba's
 truncated BPTT over a continuous stream, which gives somewhat lower perplexity).
@@ -64,7 +64,7 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.models.base import LanguageModel, ModelConfig, OutputHead, Seeds, check_cache_length, is_number
 
 CELLS = ("lstm", "gru")
@@ -305,11 +305,19 @@ class RNNLM(OutputHead, LanguageModel, keras.Model):
 
     def call(self, token_ids, training=None):
         """Logits for a window run from a zero state (any length ``T``)."""
+        return self.logits(self.hidden_states(token_ids, training))
+
+    def hidden_states(self, token_ids, training=None, lengths=None):
+        """``(B, T, d)`` states after the last layer: what the output layer and task heads read.
+
+        ``lengths`` ``(B,)`` (real tokens per row) is part of the common contract; a causal model needs
+        no mask for right padding, as no real token sees the padding after it.
+        """
         x = self.embedding_dropout(self._embed(token_ids), training=training)  # (B, T, d)
         for layer, dropout in zip(self.recurrent, self.dropouts):
             x = layer(x, training=training)[0]  # (B, T, d); the final states are dropped
             x = dropout(x, training=training)
-        return self._logits(x)
+        return x
 
     def _embed(self, token_ids):
         x = self.token_embedding(ops.cast(token_ids, "int32"))  # (B, T, d)
@@ -346,7 +354,7 @@ class RNNLM(OutputHead, LanguageModel, keras.Model):
             x = outputs[0]  # (B, t, d)
             states.append(ops.stack(outputs[1:], axis=0))  # (S, B, d)
         new_cache = ops.cast(ops.stack(states, axis=0), cache.dtype)  # (L, S, B, d)
-        return self._logits(x), new_cache
+        return self.logits(x), new_cache
 
     # -- accounting -----------------------------------------------------------
 

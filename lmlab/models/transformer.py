@@ -36,7 +36,7 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.models.base import LanguageModel, ModelConfig, is_number
 from lmlab.layers.attention import IMPLEMENTATIONS, CausalSelfAttention
 from lmlab.layers.mlp import GeluMLP, SwiGLUMLP
@@ -386,10 +386,18 @@ class TransformerLM(LanguageModel, keras.Model):
     # -- forward ------------------------------------------------------------
 
     def call(self, token_ids, training=None):
+        return self.logits(self.hidden_states(token_ids, training))
+
+    def hidden_states(self, token_ids, training=None, lengths=None):
+        """``(B, T, d)`` states after the last layer and the final norm: what the output layer and task heads read.
+
+        ``lengths`` ``(B,)`` (real tokens per row) is part of the common contract; a causal model needs
+        no mask for right padding, as no real token sees the padding after it.
+        """
         x = self._embed(token_ids, 0, training)  # (B, T, d)
         for block in self.blocks:
             x = block(x, training=training)
-        return self._logits(x)
+        return self.final_norm(x)
 
     def _embed(self, token_ids, start, training=None):
         length = token_ids.shape[1]
@@ -401,8 +409,8 @@ class TransformerLM(LanguageModel, keras.Model):
             x = x + self.position_embedding(positions)[None, :, :]  # (1, T, d)
         return self.embedding_dropout(x, training=training)
 
-    def _logits(self, x):
-        x = self.final_norm(x)
+    def logits(self, x):
+        """Float32 logits ``(B, T, V)`` from :meth:`hidden_states` ``(B, T, d)``."""
         if self.lm_head is None:
             table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
             logits = ops.einsum("btd,vd->btv", x, table)  # (B, T, V); no transposed copy of the table
@@ -444,7 +452,7 @@ class TransformerLM(LanguageModel, keras.Model):
         for i, block in enumerate(self.blocks):
             x, layer_cache = block(x, cache=tuple(cache[i]), cache_index=index, training=False)
             layer_caches.append(layer_cache)  # keys (B, nkv, hd, S), values (B, nkv, S, hd)
-        return self._logits(x), tuple(layer_caches)
+        return self.logits(self.final_norm(x)), tuple(layer_caches)
 
     # -- accounting -----------------------------------------------------------
 

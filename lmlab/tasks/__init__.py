@@ -12,16 +12,16 @@ from __future__ import annotations
 import importlib
 
 from lmlab.tasks.config import FinetuneConfig
-from lmlab.tasks.labelled import read_labelled
-from lmlab.tasks.pairs import read_task_examples
-from lmlab.tasks.templates import load_template
+from lmlab.tasks.readers.labelled import read_labelled
+from lmlab.tasks.readers.pairs import read_task_examples
+from lmlab.tasks.readers.templates import load_template
 
 _LAZY = {
     "finetune": "lmlab.tasks.finetune",
     "evaluate_task": "lmlab.tasks.evaluate",
     "predict": "lmlab.tasks.predict",
     "load_finetuned": "lmlab.tasks.folder",
-    "DecodeConfig": "lmlab.tasks.decoding",
+    "DecodeConfig": "lmlab.generate.search",
     "classify_texts": "lmlab.tasks.classify",
     "complete": "lmlab.tasks.generate",
 }

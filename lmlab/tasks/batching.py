@@ -17,6 +17,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from lmlab.core.errors import ConfigError
+from lmlab.models import registry
+from lmlab.tokenizers.specials import CLS_TOKENS
+
 CHUNK_BATCHES = 50
 MIN_LENGTH = 8
 
@@ -46,7 +50,7 @@ def encode_texts(tokenizer, texts: Sequence[str], block_size: int,
     return encoded, cut
 
 
-def _orders(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, epoch: int) -> list[np.ndarray]:
+def batch_orders(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, epoch: int) -> list[np.ndarray]:
     n = len(lengths)
     if not shuffle:
         return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
@@ -74,7 +78,7 @@ class ClassificationData:
         return len(self.sequences)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0) -> Iterator[Batch]:
-        for rows in _orders(self.lengths, batch_size, shuffle, seed, epoch):
+        for rows in batch_orders(self.lengths, batch_size, shuffle, seed, epoch):
             length = padded_length(max(self.lengths[r] for r in rows), self.block_size)
             ids = np.zeros((batch_size, length), dtype=np.int32)
             lengths = np.ones(batch_size, dtype=np.int32)
@@ -102,7 +106,7 @@ class CompletionData:
         return len(self.sequences)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0) -> Iterator[Batch]:
-        for rows in _orders(self.lengths, batch_size, shuffle, seed, epoch):
+        for rows in batch_orders(self.lengths, batch_size, shuffle, seed, epoch):
             length = padded_length(max(self.lengths[r] for r in rows), self.block_size)
             x = np.zeros((batch_size, length), dtype=np.int32)
             y = np.zeros((batch_size, length), dtype=np.int32)
@@ -117,3 +121,22 @@ class CompletionData:
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return math.ceil(len(self) / batch_size)
+
+
+def check_neural(model) -> None:
+    """Task heads read :meth:`hidden_states`, which the neural families have and the n-gram has not."""
+    family = getattr(getattr(model, "config", None), "family", None)
+    if family not in registry.FAMILIES or not registry.family(family).neural:
+        neural = ", ".join(name for name, spec in registry.FAMILIES.items() if spec.neural)
+        raise ConfigError(f"fine-tuning needs a neural language model ({neural}), not {family!r}")
+
+
+def is_masked_lm(model) -> bool:
+    return registry.family(model.config.family).objective == "mlm"
+
+
+def input_prefix(model, tokenizer) -> list[int]:
+    """Token ids a task puts before each text: ``[CLS]`` for a masked LM whose tokenizer has it."""
+    if not is_masked_lm(model):
+        return []
+    return [tokenizer.special_tokens[t] for t in CLS_TOKENS if t in tokenizer.special_tokens][:1]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lmlab.errors import ConfigError
-from lmlab.tasks.backbone import check_neural, hidden_states
+from lmlab.core.errors import ConfigError
+from lmlab.tasks.batching import check_neural
 
 POOLINGS = ("last", "mean", "cls")  # cls: the first token's state, BERT's [CLS] (encoders)
 
@@ -41,7 +41,7 @@ class SequenceClassifier(keras.Model):
 
     def call(self, token_ids, lengths, training=None):
         lengths = ops.cast(lengths, "int32")
-        h = hidden_states(self.backbone, token_ids, training=training, lengths=lengths)  # (B, T, d)
+        h = self.backbone.hidden_states(token_ids, training=training, lengths=lengths)  # (B, T, d)
         length = ops.shape(token_ids)[1]
         if self.pooling == "cls":
             pooled = h[:, 0, :]  # (B, d)

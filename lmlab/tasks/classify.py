@@ -13,10 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-from lmlab.tasks.batching import ClassificationData, encode_texts
+from lmlab.tasks.batching import ClassificationData, encode_texts, input_prefix
 from lmlab.tasks.config import FinetuneConfig
-from lmlab.tasks.labelled import describe, label_ids, label_set, read_labelled
+from lmlab.tasks.readers.labelled import describe, label_ids, label_set, read_labelled
 from lmlab.tasks.metrics.classification import classification_metrics
+from lmlab.tasks.readers.examples import split_off
 
 
 def class_weights(config: FinetuneConfig, ids: Sequence[int], count: int) -> list[float]:
@@ -33,11 +34,10 @@ class ClassifyTask:
     def __init__(self, config: FinetuneConfig, tokenizer, block_size: int, options: dict, log=print,
                  prefix: Sequence[int] = ()):
         self.config, self.tokenizer, self.block_size, self.options, self.log = config, tokenizer, block_size, options, log
-        self.prefix = list(prefix)  # an encoder's [CLS] (lmlab.tasks.backbone.input_prefix)
+        self.prefix = list(prefix)  # an encoder's [CLS] (lmlab.tasks.batching.input_prefix)
         self.lm = self.head = None
 
     def read(self, train, valid) -> None:
-        from lmlab.tasks.finetune import split_off
 
         o, c = self.options, self.config
         columns = dict(format=o.get("format", "auto"), text_column=o.get("text_column"),
@@ -127,12 +127,10 @@ def evaluate_data(stepper, data: ClassificationData, batch_size: int) -> tuple[n
 
 def classify_texts(finetuned, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
     """Class probabilities ``(N, C)`` of a fine-tuned classifier for ``texts``."""
-    from lmlab.tasks.steps import TaskStepper
+    from lmlab.training.steps import TaskStepper
 
     block = finetuned.lm.config.block_size
     block = min(finetuned.config["finetune"].get("max_length") or block, block)
-    from lmlab.tasks.backbone import input_prefix
-
     encoded, _ = encode_texts(finetuned.tokenizer, list(texts), block, input_prefix(finetuned.lm, finetuned.tokenizer))
     data = ClassificationData(encoded, [0] * len(encoded), [1.0] * len(encoded), block)
     stepper = finetuned.__dict__.get("_stepper") or TaskStepper(finetuned.classifier)

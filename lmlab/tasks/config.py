@@ -13,7 +13,7 @@ import dataclasses
 import numbers
 from dataclasses import dataclass
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 
 TASKS = ("classify", "generate", "span")  # span: extractive QA with an encoder (lmlab.tasks.span)
 POOLINGS = ("last", "mean", "cls")

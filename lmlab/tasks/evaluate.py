@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from lmlab.errors import ConfigError
-from lmlab.io import atomic_open, write_json
-from lmlab.progress import progress_bar
-from lmlab.tasks.decoding import DecodeConfig
+from lmlab.core.errors import ConfigError
+from lmlab.core.io import atomic_open, write_json
+from lmlab.core.progress import progress_bar
+from lmlab.generate.search import DecodeConfig
 from lmlab.tasks.folder import load_finetuned
 
 
@@ -54,7 +54,7 @@ def evaluate_task(folder, test, task: str | None = None, decode: DecodeConfig | 
 
 def _classification(finetuned, test, options: dict, limit):
     from lmlab.tasks.classify import classify_texts
-    from lmlab.tasks.labelled import label_ids, read_labelled
+    from lmlab.tasks.readers.labelled import label_ids, read_labelled
     from lmlab.tasks.metrics.classification import classification_metrics
 
     examples = read_labelled(test, options.get("format", "auto"), options.get("text_column"),
@@ -72,7 +72,7 @@ def _classification(finetuned, test, options: dict, limit):
 def _generation(finetuned, test, options: dict, limit, decode: DecodeConfig, max_new_tokens, metrics, progress):
     from lmlab.tasks.generate import complete
     from lmlab.tasks.metrics import generation_metrics
-    from lmlab.tasks.pairs import group_references, read_task_examples
+    from lmlab.tasks.readers.pairs import group_references, read_task_examples
 
     settings = finetuned.config["generate"]
     examples = read_task_examples(test, options.get("format") or settings["format"],

@@ -1,7 +1,7 @@
 """``lmlab finetune``: a pretrained run fine-tuned for classification or conditional generation.
 
 The loop: batches from :mod:`lmlab.tasks.batching`, compiled steps from
-:mod:`lmlab.tasks.steps`, the optimizer and schedule of pre-training
+:class:`lmlab.training.steps.TaskStepper`, the optimizer and schedule of pre-training
 (:func:`lmlab.training.trainer.build_optimizer`: AdamW, warm-up, cosine
 decay, clipping), a validation every ``eval_interval`` steps (default: each
 epoch) and a checkpoint whenever it improves (classification: accuracy;
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.errors import ConfigError, DataError
-from lmlab.io import write_json
+from lmlab.core.errors import ConfigError
+from lmlab.core.io import write_json
+from lmlab.tasks.batching import check_neural, input_prefix, is_masked_lm
 from lmlab.tasks.config import FinetuneConfig
 from lmlab.tasks.folder import CONFIG, read_config, save_weights
 
@@ -34,11 +35,10 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     """
     import keras
 
-    from lmlab.runs import load_run
-    from lmlab.tasks.backbone import check_neural, input_prefix
-    from lmlab.tasks.steps import TaskStepper
+    from lmlab.runs.load import load_run
+    from lmlab.training.steps import TaskStepper
     from lmlab.training.config import TrainConfig
-    from lmlab.training.trainer import build_optimizer
+    from lmlab.training.optimizer import build_optimizer
 
     config = config or FinetuneConfig()
     options = dict(data_options or {})
@@ -55,7 +55,7 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
         from lmlab.tasks.span import SpanTask
 
         task = SpanTask(config, base.tokenizer, base.model.config.block_size, options, log)
-    elif base.model.config.family == "encoder":
+    elif is_masked_lm(base.model):
         raise ConfigError("an encoder (masked language model) does not generate text: fine-tune it with "
                           "--task classify or --task span")
     else:
@@ -82,7 +82,7 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     out.mkdir(parents=True, exist_ok=True)
     base.tokenizer.save(out / "tokenizer.json")
     write_json(out / CONFIG, {
-        # "train" and "model" as in the base run, so lmlab.runs.load_run reads this folder too.
+        # "train" and "model" as in the base run, so lmlab.runs.load.load_run reads this folder too.
         "task": config.task, "train": base.config["train"], "model": base.config["model"],
         "data": base.config.get("data"),
         "finetune": config.to_dict(), config.task: task.settings(),
@@ -145,16 +145,3 @@ def _check_out(out: Path, overwrite: bool) -> None:
         read_config(out)  # only ever replace a folder that is a fine-tuned one
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; choose another --out")
-
-
-def split_off(examples: list, fraction: float, seed: int, what: str) -> tuple[list, list]:
-    """A seeded random ``fraction`` of ``examples`` held out for validation (at least one)."""
-    if fraction <= 0:
-        raise ConfigError("no validation file and valid_fraction is 0: give --valid FILE")
-    if len(examples) < 2:
-        raise DataError(f"{what}: needs at least 2 examples to hold one out for validation")
-    order = np.random.default_rng(seed).permutation(len(examples))
-    held = max(1, int(round(fraction * len(examples))))
-    valid = sorted(order[:held].tolist())
-    keep = sorted(order[held:].tolist())
-    return [examples[i] for i in keep], [examples[i] for i in valid]

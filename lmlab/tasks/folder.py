@@ -12,24 +12,24 @@ Layout::
 
 Only the best checkpoint is kept. It is written under a temporary name and
 renamed into place before the pointers move, and JSON goes through
-:func:`lmlab.io.write_json`, so a crash never leaves a half-written
+:func:`lmlab.core.io.write_json`, so a crash never leaves a half-written
 checkpoint behind a pointer. Weights are safetensors, everything else JSON:
 loading runs no code. Because the language model is stored as a
-pre-training checkpoint is, :func:`lmlab.runs.load_run` (so ``lmlab generate``
+pre-training checkpoint is, :func:`lmlab.runs.load.load_run` (so ``lmlab generate``
 and ``lmlab eval``) also reads a fine-tuned folder.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lmlab.errors import ConfigError
-from lmlab.io import _fsync_dir, read_json, write_json
+from lmlab.core.errors import ConfigError
+from lmlab.core.io import read_json, write_json
+from lmlab.runs.checkpoint import MODEL_FILE, load_tensors, model_tensors, write_step
 
 CONFIG = "config.json"
 HEAD_FILE = "head.safetensors"
@@ -37,29 +37,11 @@ HEAD_FILE = "head.safetensors"
 
 def save_weights(folder, step: int, lm, head=None, state: dict | None = None) -> Path:
     """Write the checkpoint of ``step`` (the language model and optional head) and make it best and last."""
-    from lmlab.training.checkpoint import MODEL_FILE, STATE_FILE, _save_tensors, model_tensors
-
     checkpoints = Path(folder) / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:06d}"
-    tmp = checkpoints / f"{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        _save_tensors(model_tensors(lm), tmp / MODEL_FILE)
-        if head is not None:
-            _save_tensors({"kernel": np.asarray(head.kernel.numpy()), "bias": np.asarray(head.bias.numpy())},
-                          tmp / HEAD_FILE)
-        write_json(tmp / STATE_FILE, {**(state or {}), "step": step})
-        _fsync_dir(tmp)
-        final = checkpoints / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(checkpoints)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    files = {MODEL_FILE: model_tensors(lm)}
+    if head is not None:
+        files[HEAD_FILE] = {"kernel": np.asarray(head.kernel.numpy()), "bias": np.asarray(head.bias.numpy())}
+    name = write_step(checkpoints, step, files, state or {})
     pointer = {"checkpoint": name, "step": step, **{k: v for k, v in (state or {}).items() if k.startswith("val")}}
     write_json(checkpoints / "best.json", pointer)
     write_json(checkpoints / "last.json", pointer)
@@ -85,7 +67,7 @@ class Finetuned:
 
     @property
     def template(self):
-        from lmlab.tasks.templates import Template
+        from lmlab.tasks.readers.templates import Template
 
         return Template.from_dict(self.config["generate"]["template"])
 
@@ -109,9 +91,7 @@ CACHED_LOADS = 2
 
 def _restore_head(head, path) -> None:
     """The task head's ``kernel`` and ``bias`` from ``path``, each checked against the built layer's shape."""
-    from lmlab.training.checkpoint import _load_tensors
-
-    tensors = _load_tensors(path)
+    tensors = load_tensors(path)
     for name, variable in (("kernel", head.kernel), ("bias", head.bias)):
         if name not in tensors or tuple(tensors[name].shape) != tuple(variable.shape):
             raise ConfigError(f"{path}: {name} missing or of the wrong shape (expected {tuple(variable.shape)})")
@@ -139,7 +119,7 @@ def load_finetuned(folder, which: str = "best") -> Finetuned:
 
 
 def _load(folder: Path, which: str) -> Finetuned:
-    from lmlab.runs import load_run
+    from lmlab.runs.load import load_run
 
     config = read_config(folder)
     run = load_run(folder, which)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lmlab.data.segment import detect_lang
-from lmlab.errors import ConfigError
+from lmlab.tokenizers.segment import detect_lang
+from lmlab.core.errors import ConfigError
 from lmlab.tasks.batching import CompletionData
 from lmlab.tasks.config import FinetuneConfig
-from lmlab.tasks.examples import TaskExample
+from lmlab.tasks.readers.examples import TaskExample
 from lmlab.tasks.prompts import fit_prompt, training_sequence
-from lmlab.tasks.templates import load_template
+from lmlab.tasks.readers.templates import load_template
+from lmlab.tasks.readers.examples import split_off
 
 
 def targets_lang(examples: Sequence[TaskExample], lang: str = "auto") -> str:
@@ -32,14 +33,13 @@ class GenerateTask:
         self.lm = self.head = None
 
     def _read(self, path):
-        from lmlab.tasks.pairs import read_task_examples
+        from lmlab.tasks.readers.pairs import read_task_examples
 
         o = self.options
         return read_task_examples(path, o.get("format", "auto"), o.get("swap", False), o.get("target_field", "target"),
                                   o.get("limit"))
 
     def read(self, train, valid) -> None:
-        from lmlab.tasks.finetune import split_off
 
         c = self.config
         train_examples = self._read(train)
@@ -97,7 +97,7 @@ class GenerateTask:
 def complete(finetuned, examples: Sequence[TaskExample], decode_config, max_new_tokens: int | None = None,
              truncate: bool | None = None, progress=None) -> tuple[list[str], int]:
     """Each example's completion as text (stripped, without the end token), and how many prompts were cut."""
-    from lmlab.tasks.decoding import decode
+    from lmlab.generate.search import decode
 
     settings = finetuned.config["generate"]
     template = finetuned.template

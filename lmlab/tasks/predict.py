@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lmlab.errors import ConfigError
-from lmlab.tasks.decoding import DecodeConfig
-from lmlab.tasks.examples import TaskExample
+from lmlab.core.errors import ConfigError
+from lmlab.generate.search import DecodeConfig
+from lmlab.tasks.readers.examples import TaskExample
 from lmlab.tasks.folder import load_finetuned
 
 
@@ -27,7 +27,7 @@ def predict(folder, texts: Sequence[str] = (), file=None, decode: DecodeConfig |
                           "FILE (SQuAD format)")
     if finetuned.task == "classify":
         from lmlab.tasks.classify import classify_texts
-        from lmlab.tasks.labelled import read_labelled
+        from lmlab.tasks.readers.labelled import read_labelled
 
         texts = list(texts)
         if file:
@@ -42,7 +42,7 @@ def predict(folder, texts: Sequence[str] = (), file=None, decode: DecodeConfig |
 
     examples = [TaskExample({"source": text}, "", ("",), str(i), f"text {i + 1}") for i, text in enumerate(texts)]
     if file:
-        from lmlab.tasks.pairs import read_task_examples
+        from lmlab.tasks.readers.pairs import read_task_examples
 
         settings = finetuned.config["generate"]
         examples += read_task_examples(file, options.get("format") or settings["format"],

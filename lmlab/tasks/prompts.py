@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from lmlab.errors import DataError
-from lmlab.tasks.examples import TaskExample
-from lmlab.tasks.templates import Template
+from lmlab.core.errors import DataError
+from lmlab.tasks.readers.examples import TaskExample
+from lmlab.tasks.readers.templates import Template
 
 
 def completion_ids(tokenizer, prefix: str, target: str) -> list[int]:

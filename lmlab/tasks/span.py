@@ -6,7 +6,7 @@ covering the context with a stride of ``doc_stride`` tokens (default: half a win
 linear layer reads each token's state into a start and an end logit; the loss is the mean
 of the start and end cross-entropies, with the [CLS] position as the target of a window
 that does not hold the whole answer. The answer trained on is the first reference at its
-``answer_start`` (checked by :func:`lmlab.tasks.squad.read_squad`), or, in a file without
+``answer_start`` (checked by :func:`lmlab.tasks.readers.squad.read_squad`), or, in a file without
 offsets, its first occurrence in the context; training contexts are encoded in three parts
 (before, answer, after) so its boundaries are token boundaries. Validation encodes the
 context whole and, over the windows of a question, picks the span with the largest start +
@@ -23,10 +23,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from lmlab.errors import ConfigError, DataError
-from lmlab.tasks.batching import Batch, _orders, padded_length
+from lmlab.core.errors import ConfigError, DataError
+from lmlab.tasks.batching import Batch, batch_orders, check_neural, is_masked_lm, padded_length
 from lmlab.tasks.metrics.squad import squad_scores
-from lmlab.training.masking import special_ids
+from lmlab.tokenizers.specials import special_ids
+from lmlab.tasks.readers.examples import split_off
 
 MIN_WINDOW = 8
 
@@ -45,7 +46,8 @@ class SpanExtractor(keras.Model):
     def __init__(self, encoder, seed: int | None = None, **kwargs):
         kwargs.setdefault("name", "span_extractor")
         super().__init__(**kwargs)
-        if getattr(encoder.config, "family", None) != "encoder":
+        check_neural(encoder)
+        if not is_masked_lm(encoder):
             raise ConfigError(f"extractive QA (--task span) needs an encoder run (--model encoder), not "
                               f"{getattr(encoder.config, 'family', '?')!r}")
         self.backbone = encoder
@@ -56,7 +58,8 @@ class SpanExtractor(keras.Model):
         self.head.build((None, encoder.config.d_model))
 
     def call(self, token_ids, segment_ids, lengths, training=None):
-        h = self.backbone.encode(token_ids, segment_ids, training=training, lengths=lengths)  # (B, T, d)
+        h = self.backbone.hidden_states(token_ids, training=training, lengths=lengths,
+                                        token_type_ids=segment_ids)  # (B, T, d)
         logits = ops.transpose(ops.cast(self.head(h), "float32"), (0, 2, 1))  # (B, 2, T)
         real = ops.arange(ops.shape(token_ids)[1])[None, :] < ops.cast(lengths, "int32")[:, None]  # (B, T)
         return ops.where(real[:, None, :], logits, ops.full_like(logits, -1e9))
@@ -81,7 +84,7 @@ class SpanData:
         return len(self.features)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0):
-        for rows in _orders(self.lengths, batch_size, shuffle, seed, epoch):
+        for rows in batch_orders(self.lengths, batch_size, shuffle, seed, epoch):
             length = padded_length(max(self.lengths[r] for r in rows), self.block_size)
             ids = np.zeros((batch_size, length), np.int32)
             segments = np.zeros((batch_size, length), np.int32)
@@ -115,8 +118,7 @@ class SpanTask:
     # -- data ---------------------------------------------------------------
 
     def read(self, train, valid) -> None:
-        from lmlab.tasks.finetune import split_off
-        from lmlab.tasks.squad import read_squad
+        from lmlab.tasks.readers.squad import read_squad
 
         train_examples = read_squad(train, log=self.log)
         if self.options.get("limit"):
@@ -226,8 +228,8 @@ def _language(examples) -> str:
 def evaluate_span(finetuned, test, limit: int | None = None) -> tuple[dict, list[dict]]:
     """``lmlab evaluate-task`` for an extractive-QA folder: exact match and F1 on a SQuAD file."""
     from lmlab.tasks.config import FinetuneConfig
-    from lmlab.tasks.squad import read_squad
-    from lmlab.tasks.steps import TaskStepper
+    from lmlab.tasks.readers.squad import read_squad
+    from lmlab.training.steps import TaskStepper
 
     config = FinetuneConfig.from_dict(finetuned.config["finetune"])
     examples = read_squad(test)[:limit or None]

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from lmlab.errors import ConfigError, DataError, LmlabError
-from lmlab.io import read_json
+from lmlab.core.errors import ConfigError, DataError, LmlabError
+from lmlab.core.io import read_json
 from lmlab.tokenizers.base import FORMAT_KEY, Tokenizer
 from lmlab.tokenizers.hf import HFTokenizer
 from lmlab.tokenizers.vocab import CharTokenizer, WordTokenizer

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
 
-from lmlab.io import write_json
+from lmlab.core.io import write_json
 
 FORMAT_KEY = "lmlab_tokenizer"
 FORMAT_VERSION = 1

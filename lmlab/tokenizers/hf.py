@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, Sequence
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError
 from lmlab.tokenizers.base import FORMAT_KEY, FORMAT_VERSION, Tokenizer
 
 BPE_EOS = "<|endoftext|>"

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError
 from lmlab.tokenizers.base import FORMAT_KEY, FORMAT_VERSION, Tokenizer
 
 EOS = "<eos>"
@@ -131,7 +131,7 @@ class WordTokenizer(VocabularyTokenizer):
 
     def words(self, text: str) -> list[str]:
         if self.segmenter == "jieba":
-            from lmlab.data.segment import segment_words
+            from lmlab.tokenizers.segment import segment_words
 
             return segment_words(text)
         return text.split()

@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 COMPILE_MODES = ("auto", "xla", "graph")  # how TensorFlow compiles the step (lmlab.training.steps.use_xla)
@@ -25,7 +25,7 @@ COMPILE_MODES = ("auto", "xla", "graph")  # how TensorFlow compiles the step (lm
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = ""  # a folder made by lmlab prepare
-    family: str = "transformer"  # transformer | rnn | gated_cnn (see lmlab.registry)
+    family: str = "transformer"  # transformer | rnn | gated_cnn (see lmlab.models.registry)
     preset: str = "shakespeare-char"
     model: dict = field(default_factory=dict)  # overrides of the preset's fields
     batch_size: int = 12
@@ -80,7 +80,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {_show(value)}")
         if not isinstance(self.skip_bad_batches, bool):
             raise ConfigError(f"skip_bad_batches must be true or false, got {_show(self.skip_bad_batches)}")
-        from lmlab.distribute.mesh import check as check_distribute
+        from lmlab.training.distribute.mesh import check as check_distribute
 
         check_distribute(self.distribute, self.mesh)
         if self.warmup_steps >= self.max_steps:
@@ -89,7 +89,7 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
-        from lmlab.registry import ALIASES, family
+        from lmlab.models.registry import ALIASES, family
 
         family(self.family)  # raises for an unknown family
         if self.family in ALIASES:

@@ -6,7 +6,7 @@ Run directory::
     tokenizer.json     a copy of the data's tokenizer, so the run stands alone
     log.jsonl          one JSON line per logged step and per evaluation
     tensorboard/       scalars: loss, perplexity, learning rate, gradient norm, tokens/s
-    checkpoints/       see :mod:`lmlab.training.checkpoint`
+    checkpoints/       see :mod:`lmlab.runs.checkpoint`
     results.json       the final summary
 
 Exact resume: batch ``s`` is a pure function of ``(seed, s)``, and the model,
@@ -27,56 +27,24 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab import registry
-from lmlab.data.loader import RandomWindows
+from lmlab.models import registry
+from lmlab.data.windows import RandomWindows
 from lmlab.data.shards import load_manifest, open_split
-from lmlab.distribute import is_chief_process, placement_for
-from lmlab.errors import ConfigError, LmlabError
-from lmlab.faults import poisoned_steps
-from lmlab.io import read_json, write_json
-from lmlab.progress import progress_bar
+from lmlab.training.distribute import is_chief_process, placement_for
+from lmlab.core.errors import ConfigError, LmlabError
+from lmlab.core.faults import poisoned_steps
+from lmlab.core.io import write_json
+from lmlab.core.progress import progress_bar
 from lmlab.tokenizers import load_tokenizer
+from lmlab.runs.folder import RUN_CONFIG, data_reference, read_run_config, write_run_config
 from lmlab.training.config import TrainConfig
+from lmlab.training.optimizer import build_optimizer
 
-RUN_CONFIG = "config.json"
 MAX_BAD_BATCHES_IN_A_ROW = 10  # with skip_bad_batches: this many in a row means the model itself diverged
 
 
 class TrainingDiverged(LmlabError):
     """The loss became NaN or infinite."""
-
-
-def read_run_config(run_dir) -> dict:
-    """A run folder's ``config.json``, checked to hold the ``train`` and ``model`` sections."""
-    path = Path(run_dir) / RUN_CONFIG
-    saved = read_json(path, "run config")
-    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), dict) for k in ("train", "model")):
-        raise ConfigError(f"{path}: not an lmlab run config (no train and model sections)")
-    family_name = saved["model"].get("family", "transformer")
-    if not isinstance(family_name, str):
-        raise ConfigError(f"{path}: model family must be a string, got {family_name!r:.40}")
-    return saved
-
-
-def build_optimizer(config: TrainConfig, model):
-    import keras
-
-    decay_steps = max(config.max_steps - config.warmup_steps, 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if config.warmup_steps else config.learning_rate,
-        warmup_target=config.learning_rate if config.warmup_steps else None,
-        warmup_steps=config.warmup_steps, decay_steps=decay_steps,
-        alpha=config.min_learning_rate / config.learning_rate)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay,
-                                       beta_1=config.beta1, beta_2=config.beta2, epsilon=1e-8,
-                                       global_clipnorm=config.grad_clip or None)
-    # Weight decay on matrices only (nanoGPT, GPT-3): not on biases (the GRU's is 2-D) and norm gains.
-    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables
-                                                  if len(v.shape) < 2 or v.path.endswith("bias")])
-    if config.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    return optimizer, schedule
 
 
 class Trainer:
@@ -121,7 +89,7 @@ class Trainer:
 
         block = self.model_config.block_size
         if registry.family(config.family).objective == "mlm":  # masked tokens instead of next tokens
-            from lmlab.training.masking import MaskedWindows
+            from lmlab.data.masking import MaskedWindows
 
             self.batches = MaskedWindows(self.train_split, self.model_config, tokenizer,
                                          config.batch_size * config.grad_accum, config.seed)
@@ -138,13 +106,7 @@ class Trainer:
         if not self.resume and self.placement.is_chief:  # other workers of a distributed run write nothing
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tokenizer.save(self.run_dir / "tokenizer.json")
-            write_json(self.run_dir / RUN_CONFIG, {
-                "train": config.to_dict(), "model": self.model_config.to_dict(),
-                "data": {"folder": str(Path(config.data).resolve()), "fingerprint": manifest.get("fingerprint"),
-                         "tokenizer_sha256": manifest["tokenizer"].get("sha256")},
-                "parameters": int(self.model.num_parameters()),
-                "flops_per_token": int(self.model.flops_per_token()),
-            })
+            write_run_config(self.run_dir, config, self.model, data_reference(self.run_dir, config.data, manifest))
         return manifest
 
     # ------------------------------------------------------------ loop
@@ -158,7 +120,7 @@ class Trainer:
             keras.config.set_dtype_policy("float32")
 
     def _run(self) -> dict:
-        from lmlab.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+        from lmlab.runs.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 
         config = self.config
         self._setup()

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmlab.errors import DataError
+from lmlab.core.errors import DataError
 from lmlab.models.ngram.count import CountTable
 from lmlab.models.ngram.vocabulary import BOS, UNK
 

@@ -28,7 +28,7 @@ gather.
 
 **Reading** accepts any whitespace between fields, optional backoffs (SRILM leaves
 them out where they are 0), comments before ``\\data\\`` and gzip files. Every problem
-is a one-line :class:`~lmlab.errors.DataError` naming the file and line. n-grams
+is a one-line :class:`~lmlab.core.errors.DataError` naming the file and line. n-grams
 whose suffix or context is missing (pruned SRILM files) get *blank* entries:
 probability NaN ("not listed", so scoring backs off past them) and backoff 0, which
 is what KenLM does to such files when it loads them.
@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.errors import DataError, where
-from lmlab.io import atomic_open
+from lmlab.core.errors import DataError, where
+from lmlab.core.io import atomic_open
 from lmlab.models.ngram.count import id_bits, sort_keys, suffix_order
 from lmlab.models.ngram.vocabulary import SPECIALS
 

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from lmlab.errors import DataError, where
+from lmlab.core.errors import DataError, where
 
 BLOCK_BYTES = 1 << 22
 # Characters Python's str.split() treats as whitespace but KenLM does not, and NUL,

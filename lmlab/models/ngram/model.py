@@ -37,8 +37,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from lmlab.errors import ConfigError, DataError
-from lmlab.io import atomic_open, read_json, write_json
+from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.io import atomic_open, read_json, write_json
 from lmlab.models.ngram import arpa, query
 from lmlab.models.ngram.count import Counter, sentence_stream
 from lmlab.models.ngram.pipeline import estimate
@@ -332,8 +332,6 @@ class NGramLM:
         is_word = np.zeros(total, bool)
         is_word[word_at] = True
         return Scores(log10[scored], sentence[scored], (tokens == UNK)[scored] & is_word[scored], len(lengths))
-
-    _score_ids = score_ids  # the name lmlab.training.ngram calls
 
     def score_sentence(self, words: Sequence[str], bos: bool = True, eos: bool = True) -> float:
         """Total log10 probability of one sentence (KenLM ``query``'s per-line ``Total``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError
 
 SYNONYM_FLAG = "="
 

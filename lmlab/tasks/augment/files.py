@@ -1,6 +1,6 @@
 """``lmlab augment IN OUT``: augment every text of a labelled file and write the result.
 
-The input is any file :func:`lmlab.tasks.labelled.read_labelled` reads
+The input is any file :func:`lmlab.tasks.readers.labelled.read_labelled` reads
 (labels optional). The output format follows OUT's suffix: ``.jsonl`` (fields
 ``text``, ``label``, ``source_row`` and ``operation``, null for an original),
 ``.csv``, or TSV otherwise (``sentence`` and ``label`` columns, GLUE's layout,
@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from lmlab.io import atomic_open
+from lmlab.core.io import atomic_open
 from lmlab.tasks.augment.operations import Augmenter
 from lmlab.tasks.augment.stopwords import default_stop_words
 from lmlab.tasks.augment.words import resolve_lang, split_words
-from lmlab.tasks.examples import LabelledText
+from lmlab.tasks.readers.examples import LabelledText
 
 
 def corpus_vocabulary(texts: Sequence[str], lang: str = "auto") -> list[str]:
@@ -77,7 +77,7 @@ def augment_file(source, destination, augmenter_options: dict, keep_original: bo
                  text_column=None, label_column=None) -> dict:
     """Read, augment and write; returns counts (rows in, copies made per operation, rows out)."""
     from lmlab.tasks.augment.sources import synonym_sources
-    from lmlab.tasks.labelled import read_labelled
+    from lmlab.tasks.readers.labelled import read_labelled
 
     examples = read_labelled(source, format, text_column, label_column, require_labels=False)
     options = dict(augmenter_options)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.errors import ConfigError, DataError
-from lmlab.io import read_json
+from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.io import read_json
 
 EMBEDDING_KEY = "token_embedding/embeddings"
 
@@ -30,7 +30,7 @@ class EmbeddingNeighbours:
         from safetensors.numpy import load_file
 
         from lmlab.tokenizers import load_tokenizer
-        from lmlab.training.checkpoint import MODEL_FILE, find_checkpoint
+        from lmlab.runs.checkpoint import MODEL_FILE, find_checkpoint
 
         run = Path(run)
         if not (run / "config.json").exists():

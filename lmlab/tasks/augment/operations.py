@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.tasks.augment.stopwords import default_stop_words
 from lmlab.tasks.augment.words import Token, join_words, resolve_lang, split_words
 

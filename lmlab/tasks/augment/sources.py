@@ -1,7 +1,7 @@
 """The synonym sources augmentation uses, from command-line style options.
 
 ``--neighbours RUN`` serves every language; otherwise English uses WordNet
-(``--wordnet DIR``, default ``/usr/share/wordnet`` or ``LMLAB_WORDNET``) and
+(``--wordnet DIR``, else found as :func:`~lmlab.tasks.augment.wordnet.wordnet_candidates` says) and
 Chinese a Cilin file (``--cilin FILE`` or ``LMLAB_CILIN``). Each is opened
 on first use, so English-only data never needs Cilin and the reverse.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 
 
 class _Lazy:

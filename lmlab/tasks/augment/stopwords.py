@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmlab.io import read_text
+from lmlab.core.io import read_text
 
 ENGLISH = frozenset("""
 a about above after again against all am an and any are as at be because been before being below between both

@@ -10,8 +10,11 @@ as NLTK's ``wordnet.synsets`` does. The synonyms of a word are the other
 lemmas of all its synsets, most frequent sense first, underscores read as
 spaces; capitalised lemmas (proper names) are kept only for capitalised words.
 
-The database folder defaults to ``/usr/share/wordnet`` (``LMLAB_WORDNET``
-overrides it). Nothing is downloaded.
+The database folder is the one given (``--wordnet DIR``), else the first of
+:func:`wordnet_candidates` that holds it: ``$LMLAB_WORDNET``, ``$LMLAB_DATA/wordnet``
+(default ``../shared/data``), NLTK's data folders (``$NLTK_DATA``, ``~/nltk_data``, ...,
+each as ``corpora/wordnet``) and Debian's ``/usr/share/wordnet`` (package ``wordnet-base``).
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 import re
 from pathlib import Path
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError
 
 DEFAULT_DIR = "/usr/share/wordnet"
 POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
@@ -37,8 +40,36 @@ ADJECTIVE_MARKER_RE = re.compile(r"\((?:a|p|ip)\)$")
 LEMMA_RE = re.compile(r"^[A-Za-z][A-Za-z' -]*$")
 
 
+NLTK_DIRS = ("~/nltk_data", "/usr/share/nltk_data", "/usr/local/share/nltk_data", "/usr/lib/nltk_data",
+             "/usr/local/lib/nltk_data")
+HOW_TO_GET = ("get WordNet 3.0's database with Debian's wordnet-base (apt-get install wordnet-base), or NLTK "
+              "(python -m nltk.downloader wordnet, then unzip corpora/wordnet.zip), or point --wordnet DIR / "
+              "LMLAB_WORDNET at a folder holding index.noun, data.noun, ...")
+
+
+def wordnet_candidates() -> list[Path]:
+    """Where a WordNet database is looked for, in order."""
+    found = []
+    if os.environ.get("LMLAB_WORDNET"):
+        found.append(Path(os.environ["LMLAB_WORDNET"]))
+    found.append(Path(os.environ.get("LMLAB_DATA", "../shared/data")) / "wordnet")
+    nltk = [d for d in os.environ.get("NLTK_DATA", "").split(os.pathsep) if d] + list(NLTK_DIRS)
+    found.extend(Path(d).expanduser() / "corpora" / "wordnet" for d in nltk)
+    found.append(Path(DEFAULT_DIR))
+    return found
+
+
+def holds_wordnet(folder: Path) -> bool:
+    return all((folder / f"index.{name}").exists() for name in POS_FILES.values())
+
+
 def default_wordnet_dir() -> Path:
-    return Path(os.environ.get("LMLAB_WORDNET", DEFAULT_DIR))
+    """The first candidate folder that holds WordNet (a clear error naming them all when none does)."""
+    candidates = wordnet_candidates()
+    for folder in candidates:
+        if holds_wordnet(folder):
+            return folder
+    raise ConfigError(f"WordNet not found (looked in {', '.join(map(str, candidates))}): {HOW_TO_GET}")
 
 
 class WordNet:
@@ -48,8 +79,7 @@ class WordNet:
         self.folder = Path(folder) if folder else default_wordnet_dir()
         missing = [f"index.{name}" for name in POS_FILES.values() if not (self.folder / f"index.{name}").exists()]
         if missing:
-            raise ConfigError(f"WordNet not found in {self.folder} (missing {', '.join(missing)}): install Debian's "
-                              f"wordnet-base (apt-get install wordnet-base) or give --wordnet DIR")
+            raise ConfigError(f"WordNet not found in {self.folder} (missing {', '.join(missing)}): {HOW_TO_GET}")
         self._index: dict[str, dict[str, list[int]]] = {}
         self._exceptions: dict[str, dict[str, list[str]]] = {}
         self._data: dict[str, mmap.mmap] = {}

@@ -4,7 +4,7 @@ English: whitespace tokens (GLUE's SST-2 is already tokenised so), each split
 into leading punctuation, a core and trailing punctuation; only the core is
 looked up, replaced or protected, so "film," becomes "movie,". Tokens are
 joined with single spaces (runs of whitespace become one). Chinese: jieba
-words (:func:`lmlab.data.segment.segment_words`) joined without spaces (a run
+words (:func:`lmlab.tokenizers.segment.segment_words`) joined without spaces (a run
 of whitespace is one space token, which is never a word).
 A token is a word when its core has a letter (CJK characters are letters).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from lmlab.data.segment import detect_lang, segment_words
+from lmlab.tokenizers.segment import detect_lang, segment_words
 
 EDGE_PUNCTUATION = string.punctuation + "“”‘’«»…—–"
 

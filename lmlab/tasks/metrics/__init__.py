@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 from lmlab.tasks.metrics.classification import classification_metrics
 from lmlab.tasks.metrics.rouge import corpus_rouge
 from lmlab.tasks.metrics.squad import squad_scores

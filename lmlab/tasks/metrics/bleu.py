@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lmlab.errors import ConfigError
+from lmlab.core.errors import ConfigError
 
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[Sequence[str]], lang: str = "en") -> dict:

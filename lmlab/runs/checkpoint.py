@@ -1,0 +1,208 @@
+"""Checkpoints: safetensors weights and optimizer state plus JSON, written atomically.
+
+Layout under ``RUN/checkpoints/``::
+
+    step-000250/model.safetensors      model variables by path (no pickle, no code)
+    step-000250/optimizer.safetensors  optimizer variables in order
+    step-000250/state.json             step, data position, metrics
+    last.json, best.json               pointers, each replaced atomically
+
+A checkpoint folder is written under a temporary name and renamed into
+place when complete; only then do the pointers move. A crash at any moment
+leaves the previous pointers naming complete checkpoints.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.io import fsync_dir, read_json, write_json
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+CHECKPOINT_NAME = re.compile(r"step-[0-9]{6,}")
+
+
+def variable_key(variable) -> str:
+    """A variable's path without the model's own (auto-numbered) name."""
+    path = getattr(variable, "path", variable.name)
+    return path.split("/", 1)[1] if "/" in path else path
+
+
+def save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.numpy import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp))
+    except SafetensorError as error:  # how safetensors reports a failed write (a full disk, no permission)
+        raise OSError(errno.EIO, f"safetensors could not write it ({error})") from None
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    if not path.exists():
+        raise DataError(f"{path}: checkpoint file is missing")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise DataError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+def model_tensors(model) -> dict[str, np.ndarray]:
+    return {variable_key(v): np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in model.variables}
+
+
+def assign_model(model, tensors: dict[str, np.ndarray], source) -> None:
+    """Load tensors into the model's variables; name every mismatch before changing anything."""
+    variables = {variable_key(v): v for v in model.variables}
+    missing = sorted(set(variables) - set(tensors))
+    unexpected = sorted(set(tensors) - set(variables))
+    shapes = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(variables[k].shape)}"
+              for k in sorted(set(variables) & set(tensors)) if tuple(tensors[k].shape) != tuple(variables[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append(f"shape mismatch {'; '.join(shapes[:5])}")
+        raise ConfigError(f"{source} does not match the model: {'; '.join(parts)}")
+    for key, variable in variables.items():
+        variable.assign(tensors[key].astype(variable.dtype))
+
+
+def write_step(checkpoints: Path, step: int, files: dict[str, dict[str, np.ndarray]], state: dict) -> str:
+    """Write ``checkpoints/step-NNNNNN`` atomically: the tensor files and ``state.json`` in a temporary
+    folder, synced, then renamed into place (a crash leaves the previous step intact). Returns its name."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:06d}"
+    tmp = checkpoints / f"{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for filename, tensors in files.items():
+            save_tensors(tensors, tmp / filename)
+        write_json(tmp / STATE_FILE, {**state, "step": step})
+        fsync_dir(tmp)
+        final = checkpoints / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(checkpoints)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot write checkpoint {checkpoints / name}: {error.strerror or error}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return name
+
+
+def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, best: bool = False, keep: int = 2) -> Path:
+    folder = Path(run_dir) / "checkpoints"
+    files = {MODEL_FILE: model_tensors(model)}
+    if optimizer is not None:
+        files[OPTIMIZER_FILE] = {f"{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+    name = write_step(folder, step, files, state)
+    write_json(folder / "last.json", {"checkpoint": name, "step": step})
+    if best:
+        write_json(folder / "best.json", {"checkpoint": name, "step": step, **{k: v for k, v in state.items()
+                                                                              if k.startswith("val")}})
+    _prune(folder, keep)
+    return folder / name
+
+
+def _pointed(pointer: Path) -> str | None:
+    """The checkpoint name a pointer file gives, or None when there is no pointer."""
+    if not pointer.exists():
+        return None
+    data = read_json(pointer, "checkpoint pointer")
+    name = data.get("checkpoint") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
+        raise DataError(f"{pointer}: not a checkpoint pointer (expected {{\"checkpoint\": \"step-NNNNNN\"}})")
+    return name
+
+
+def _prune(folder: Path, keep: int) -> None:
+    pinned = {_pointed(folder / p) for p in ("last.json", "best.json")}
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and ".tmp" not in p.name)
+    for old in steps[:-keep]:
+        if old.name not in pinned:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.glob("step-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def find_checkpoint(run_dir, which: str = "last") -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / f"{which}.json"
+    name = _pointed(pointer)
+    if name is None:
+        return None
+    path = pointer.parent / name
+    if not (path / STATE_FILE).exists():
+        raise DataError(f"{pointer} names {path.name}, which is missing or incomplete")
+    return path
+
+
+def _state_problem(state) -> str | None:
+    """What makes a checkpoint's state unusable for resuming, or None."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"step must be an integer >= 0, got {step!r:.40}"
+    for key in ("val_loss", "best_val_loss", "elapsed_s"):
+        if key in state and (not isinstance(state[key], (int, float)) or isinstance(state[key], bool)):
+            return f"{key} must be a number, got {state[key]!r:.40}"
+    for key in ("stale_evals", "skipped_batches"):
+        if key in state and (not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0):
+            return f"{key} must be an integer >= 0, got {state[key]!r:.40}"
+    return None
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A checkpoint's state and model tensors, checked, with no model needed (so a bad file fails fast)."""
+    state = read_json(path / STATE_FILE, "checkpoint state")
+    problem = _state_problem(state)
+    if problem:
+        raise DataError(f"{path / STATE_FILE}: {problem}")
+    return state, load_tensors(path / MODEL_FILE)
+
+
+def load_checkpoint(path: Path, model, optimizer=None, read: tuple | None = None) -> dict:
+    """Restore model (and optimizer) variables from a checkpoint folder; return its state.
+
+    ``read``: what :func:`read_checkpoint` already returned for this folder.
+    """
+    state, tensors = read or read_checkpoint(path)
+    assign_model(model, tensors, path / MODEL_FILE)
+    if optimizer is not None:
+        tensors = load_tensors(path / OPTIMIZER_FILE)
+        variables = optimizer.variables
+        if len(tensors) != len(variables):
+            raise ConfigError(f"{path / OPTIMIZER_FILE}: {len(tensors)} optimizer tensors, the optimizer has "
+                              f"{len(variables)}; was it saved with other settings?")
+        for i, variable in enumerate(variables):
+            if f"{i:05d}" not in tensors:
+                raise DataError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i:05d} is missing")
+            value = tensors[f"{i:05d}"]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ConfigError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i} has shape {value.shape}, "
+                                  f"expected {tuple(variable.shape)}")
+            variable.assign(value.astype(variable.dtype))
+    return state

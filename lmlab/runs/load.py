@@ -1,0 +1,46 @@
+"""Loading a finished (or running) training run for evaluation and generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmlab.core.errors import ConfigError
+from lmlab.tokenizers import Tokenizer, load_tokenizer
+from lmlab.runs.folder import RUN_CONFIG, read_run_config
+
+
+@dataclass
+class LoadedRun:
+    folder: Path
+    config: dict
+    model: object
+    tokenizer: Tokenizer
+    checkpoint: Path
+    step: int
+
+
+def load_run(folder, which: str = "best") -> LoadedRun:
+    """The model of a run at its ``best`` (default) or ``last`` checkpoint, with its tokenizer."""
+    from lmlab.models import registry
+    from lmlab.runs.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint
+
+    folder = Path(folder)
+    if which not in ("best", "last"):
+        raise ConfigError(f"checkpoint must be best or last, got {which!r}")
+    if not (folder / RUN_CONFIG).exists():
+        raise ConfigError(f"{folder}: not a run folder (no {RUN_CONFIG})")
+    config = read_run_config(folder)
+    if not registry.family(config["model"].get("family", "transformer")).neural:  # counted: its own folder
+        from lmlab.runs.ngram import MODEL_FOLDER, load_token_ngram
+
+        model = load_token_ngram(folder)
+        return LoadedRun(folder, config, model, model.tokenizer, folder / MODEL_FOLDER, 0)
+    checkpoint = find_checkpoint(folder, which) or find_checkpoint(folder, "last")
+    if checkpoint is None:
+        raise ConfigError(f"{folder}: the run has no checkpoint yet")
+    model_config = registry.config_from_dict(config["model"])
+    read = read_checkpoint(checkpoint)  # before building the model: a damaged file fails in a moment
+    model = registry.build_model(model_config)
+    state = load_checkpoint(checkpoint, model, read=read)
+    return LoadedRun(folder, config, model, load_tokenizer(folder / "tokenizer.json"), checkpoint, state["step"])

@@ -1,0 +1,1 @@
+"""Task data readers (no TensorFlow): labelled texts, input/target pairs, SQuAD, tables and templates."""
