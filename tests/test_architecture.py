@@ -159,3 +159,102 @@ def test_private_name_check_catches_one(tmp_path):
 def test_package_root_holds_few_modules():
     loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
     assert len(loose) <= 5, loose
+
+
+# ---------------------------------------------------------------- imports at the top
+
+HEAVY = {"keras", "tensorflow", "jax", "torch", "transformers", "datasets", "pyarrow", "matplotlib", "sacrebleu",
+         "jieba", "safetensors", "tokenizers", "mwparserfromhell", "yaml", "tqdm"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(node, known: set[str]) -> list[str]:
+    """The modules an import statement loads (``from lmlab.x import y`` loads ``lmlab.x.y`` when that is one)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not node.module or node.level:
+        return []
+    found = [node.module]
+    found += [f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in known]
+    return found
+
+
+def import_map():
+    """Per lmlab module: (modules imported at module level, (line, module) imported inside functions)."""
+    paths = {module_name(p): p for p in library_modules()}
+    top, lazy = {}, {}
+    for name, path in paths.items():
+        tree = ast.parse(path.read_text(), str(path))
+        top[name], lazy[name] = set(), []
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                        lazy[name].extend((inner.lineno, m) for m in imported_modules(inner, set(paths)))
+        for node in tree.body:  # module level, including under `if`/`try`
+            for inner in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
+                if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                    top[name].update(imported_modules(inner, set(paths)))
+    return paths, top, lazy
+
+
+def heavy_modules(paths, top) -> set[str]:
+    """lmlab modules whose import loads a heavy third-party package (through module-level imports)."""
+    heavy = set()
+    changed = True
+    while changed:
+        changed = False
+        for name in paths:
+            if name in heavy:
+                continue
+            loads = set(top[name])
+            loads.update(".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1))  # parent packages
+            if any(m.split(".")[0] in HEAVY or m in heavy for m in loads):
+                heavy.add(name)
+                changed = True
+    return heavy
+
+
+def test_lmlab_imports_inside_functions_are_only_of_heavy_modules():
+    """Imports are at the top of library modules, so the dependency graph can be read there; an import
+    inside a function is kept only where it loads a heavy package (Keras, TensorFlow, ...) that
+    ``import lmlab`` and light commands must not pay for. ``cli/`` may import lazily (start-up time)."""
+    paths, top, lazy = import_map()
+    heavy = heavy_modules(paths, top)
+    light_lazy = [f"{paths[name].relative_to(ROOT)}:{line} {module}" for name in sorted(paths)
+                  if not name.startswith("lmlab.cli") for line, module in lazy[name]
+                  if module.startswith("lmlab") and module in paths and module not in heavy
+                  and (name, module) not in BACKEND_CHOICES]
+    assert light_lazy == []
+
+
+# A package that picks one implementation per Keras backend at run time imports it there (the
+# implementations import the package back, and each is only usable under its own backend).
+BACKEND_CHOICES = {("lmlab.training.distribute", "lmlab.training.distribute.tf_strategy"),
+                   ("lmlab.training.distribute", "lmlab.training.distribute.jax_mesh")}
+
+
+def test_lazy_import_check_catches_one(tmp_path, monkeypatch):
+    package = tmp_path / "lmlab"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "light.py").write_text("X = 1\n")
+    (package / "user.py").write_text("def f():\n    from lmlab.light import X\n    return X\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    paths, top, lazy = import_map()
+    assert lazy["lmlab.user"] == [(2, "lmlab.light")]
+    assert "lmlab.light" not in heavy_modules(paths, top)
+
+
+def test_import_lmlab_loads_nothing_heavy():
+    code = ("import sys, lmlab, lmlab.data, lmlab.tokenizers, lmlab.experiments, lmlab.tasks; "
+            f"print(sorted(m for m in {sorted(HEAVY - {'tqdm', 'yaml', 'tokenizers', 'safetensors', 'jieba', 'mwparserfromhell'})!r} "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -67,7 +67,7 @@ class Killed(Exception):
 @pytest.fixture(scope="module")
 def swept(folder):
     """The sweep killed as the first fine-tuning starts (after bert's pretraining), then run again to the end."""
-    import lmlab.experiments.finetune as stage
+    import lmlab.experiments.sweep as stage  # where the sweep calls it
 
     real, calls = stage.run_finetune, []
 

@@ -283,11 +283,11 @@ def test_presets_and_config_keys(module, config_class):
         module.preset("huge", vocab_size=VOCAB)
     with pytest.raises(ConfigError, match="needs vocab_size"):
         module.preset("debug")
-    with pytest.raises(ConfigError, match=f"unknown {config_class.__name__} keys: n_embd, wat"):
+    with pytest.raises(ConfigError, match=f"unknown {config_class.__name__} field\\(s\\): n_embd, wat"):
         config_class.from_dict({"vocab_size": VOCAB, "n_embd": 3, "wat": 1})
     with pytest.raises(ConfigError, match="vocab_size is required"):
         config_class.from_dict({"n_layer": 2})
-    with pytest.raises(ConfigError, match=f"unknown {config_class.__name__} keys: layers"):
+    with pytest.raises(ConfigError, match=f"unknown {config_class.__name__} field\\(s\\): layers"):
         module.preset("debug", vocab_size=VOCAB, layers=3)
     build = rnn.build_rnn if module is rnn else gated_cnn.build_gated_cnn
     with pytest.raises(ConfigError, match="max_length=0"):

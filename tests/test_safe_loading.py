@@ -113,7 +113,7 @@ def test_run_loading_refuses_malicious_files_end_to_end(tmp_path, marker, payloa
         **model, "__class__": "builtins.open", "activation": {"class_name": "Lambda", "config": {"function": "x"}}}}))
     assert server.run(["generate", run, "--checkpoint", "last"], tmp_path / "out.txt") == 1
     out = (tmp_path / "out.txt").read_text()
-    assert out.startswith("lmlab: error: unknown TransformerConfig keys: __class__, activation"), out
+    assert out.startswith("lmlab: error: unknown TransformerConfig field(s): __class__, activation"), out
     assert not marker.exists()
 
 

@@ -360,17 +360,17 @@ def test_config_errors_name_field_and_value(fields, message):
 
 
 def test_config_errors_for_keys_and_presets():
-    with pytest.raises(ConfigError, match="unknown TransformerConfig keys: n_embd, wat"):
+    with pytest.raises(ConfigError, match="unknown TransformerConfig field\\(s\\): n_embd, wat"):
         TransformerConfig.from_dict({"vocab_size": VOCAB, "n_embd": 3, "wat": 1})
     with pytest.raises(ConfigError, match="vocab_size is required"):
         TransformerConfig.from_dict({"n_layer": 2})
-    with pytest.raises(ConfigError, match="unknown TransformerConfig keys: n_embd"):
+    with pytest.raises(ConfigError, match="unknown TransformerConfig field\\(s\\): n_embd"):
         tiny_config("gpt2").replace(n_embd=3)
     with pytest.raises(ConfigError, match="known presets: debug, shakespeare-char, gpt2-small, llama-small"):
         preset("gpt5", vocab_size=VOCAB)
     with pytest.raises(ConfigError, match="needs vocab_size"):
         preset("debug")
-    with pytest.raises(ConfigError, match="unknown TransformerConfig keys: layers"):
+    with pytest.raises(ConfigError, match="unknown TransformerConfig field\\(s\\): layers"):
         preset("debug", vocab_size=VOCAB, layers=3)
     with pytest.raises(ConfigError, match="max_length=12"):
         model_for("gpt2").init_cache(1, BLOCK + 1)

@@ -123,9 +123,8 @@ def cmd_data_verify(args) -> int:
 
 def cmd_train(args) -> int:
     from lmlab.training.config import TrainConfig, build_config
-    from lmlab.training.trainer import train
-
     from lmlab.training.distribute import is_chief_process
+    from lmlab.training.trainer import train
 
     if not is_chief_process():  # another worker of a distributed run: the chief reports
         args.quiet = True
@@ -160,7 +159,8 @@ def cmd_eval(args) -> int:
     from lmlab.evaluation.perplexity import evaluate_run
 
     result = evaluate_run(args.run, split=args.split, text_file=args.text, stride=args.stride,
-                          batch_size=args.batch_size, checkpoint=args.checkpoint)
+                          batch_size=args.batch_size, checkpoint=args.checkpoint,
+                          progress=not args.quiet and stderr_is_terminal())
     if args.json:
         print(json.dumps(result))
     elif "masked_accuracy" in result:  # an encoder: lmlab.evaluation.masked
@@ -175,8 +175,8 @@ def cmd_eval(args) -> int:
 
 def cmd_generate(args) -> int:
     from lmlab.generate.decoder import generate_text
-    from lmlab.runs.load import load_run
     from lmlab.generate.samplers import SamplerConfig
+    from lmlab.runs.load import load_run
 
     run = load_run(args.run, args.checkpoint)
     sampler = SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -373,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--checkpoint", default="best", help="best (default) or last")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("generate", help="generate text from a run's model (KV cache)")

@@ -57,7 +57,8 @@ def cmd_finetune(args) -> int:
         learning_rate=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         eval_interval=args.eval_interval, early_stopping=args.early_stopping, seed=args.seed)
     result = finetune(args.run, args.out, args.train, args.valid, config, _data_options(args), args.checkpoint,
-                      args.overwrite, log=(lambda m: None) if args.quiet else _log)
+                      args.overwrite, log=(lambda m: None) if args.quiet else _log,
+                      progress=not args.quiet and stderr_is_terminal())
     print(json.dumps(result))
     return 0
 
@@ -66,7 +67,7 @@ def cmd_predict(args) -> int:
     from lmlab.tasks.predict import predict
 
     rows = predict(args.folder, args.texts, args.file, _decode_config(args), args.max_new_tokens,
-                   _data_options(args), args.checkpoint)
+                   _data_options(args), args.checkpoint, progress=not args.quiet and stderr_is_terminal())
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
@@ -87,7 +88,7 @@ def cmd_evaluate_task(args) -> int:
         options["lang"] = args.lang
     result = evaluate_task(args.folder, args.test, args.task, _decode_config(args), args.max_new_tokens, metrics,
                            args.limit, args.out, args.predictions, options, args.checkpoint,
-                           progress=stderr_is_terminal())
+                           progress=not args.quiet and stderr_is_terminal())
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
@@ -108,7 +109,7 @@ def cmd_augment(args) -> int:
                  "neighbours": options.get("neighbours"), "stop_words": options.get("stop_words")}
     result = augment_file(args.input, args.output, augmenter, keep_original=not args.no_original,
                           format=options.get("format", "auto"), text_column=options.get("text_column"),
-                          label_column=options.get("label_column"))
+                          label_column=options.get("label_column"), progress=not args.quiet and stderr_is_terminal())
     made = ", ".join(f"{k} {v:,}" for k, v in result["copies"].items()) or "none"
     print(f"{args.input}: {result['rows_in']:,} rows -> {args.output}: {result['rows_out']:,} rows (copies: {made})")
     return 0
@@ -205,6 +206,7 @@ def add_commands(commands) -> None:
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", help="read inputs from a file (any format finetune reads)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_arguments(p, labels=True, pairs=True)
     _decode_arguments(p)
     p.set_defaults(func=cmd_predict)
@@ -218,6 +220,7 @@ def add_commands(commands) -> None:
     p.add_argument("--out", help="metrics JSON (default DIR/metrics-TESTNAME.json)")
     p.add_argument("--predictions", help="also write every prediction to this JSONL file")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_arguments(p)
     _decode_arguments(p)
     p.set_defaults(func=cmd_evaluate_task)
@@ -233,6 +236,7 @@ def add_commands(commands) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lang", default="auto", help="auto (default, per text), en or zh")
     p.add_argument("--no-original", action="store_true", help="write only the new versions")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_arguments(p, pairs=False, limit=False)
     _synonym_arguments(p)
     p.set_defaults(func=cmd_augment)

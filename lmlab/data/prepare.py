@@ -1,7 +1,6 @@
 """``lmlab prepare``: raw corpora → cleaned units → tokenizer → token shards.
 
 The pipeline, one pass per step, each streaming with bounded memory:
-
 1. (``--split-order ordered`` only) count documents, to know where splits fall;
 2. train the tokenizer on the training split's text (skipped for a given
    tokenizer file; capped at ``tokenizer_max_chars`` characters);
@@ -35,14 +34,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.io import read_json, remove_stale_temporaries, sha256_file, write_json
+from lmlab.core.progress import progress_bar
 from lmlab.data.clean import CleanOptions, clean_document, document_key
 from lmlab.data.documents import WIKITEXT, RawDocument, ReadStats
 from lmlab.data.readers import ReadOptions, expand_paths, read_source
 from lmlab.data.shards import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, TOKENIZER, ShardWriter, token_dtype
-from lmlab.core.errors import ConfigError, DataError
-from lmlab.core.io import read_json, remove_stale_temporaries, sha256_file, write_json
-from lmlab.core.progress import progress_bar
 from lmlab.tokenizers import KINDS, HFTokenizer, Tokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
+from lmlab.tokenizers.segment import split_sentences
 
 UNITS = ("document", "paragraph", "sentence")
 SPLIT_ORDERS = ("random", "ordered")
@@ -202,7 +202,6 @@ def _units(paragraphs: tuple[str, ...], unit: str, lang: str) -> list[str]:
         return ["\n".join(paragraphs)]
     if unit == "paragraph":
         return list(paragraphs)
-    from lmlab.tokenizers.segment import split_sentences
 
     return [sentence for paragraph in paragraphs for sentence in split_sentences(paragraph, lang)]
 

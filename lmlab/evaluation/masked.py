@@ -24,8 +24,9 @@ import math
 import numpy as np
 
 from lmlab.core.errors import DataError
-from lmlab.tokenizers.specials import WordBoundaries, sentence_end_ids, special_ids
+from lmlab.core.progress import progress_bar
 from lmlab.data.masking import check_pairs, mask_tokens, sequential_pairs, sequential_rows
+from lmlab.tokenizers.specials import WordBoundaries, sentence_end_ids, special_ids
 
 
 def _nll_and_hits(model, x, y, types=None):
@@ -39,34 +40,46 @@ def _nll_and_hits(model, x, y, types=None):
 
 
 def masked_scores(model, rows: np.ndarray, tokenizer, special, batch_size: int = 8, seed: int = 0,
-                  types: np.ndarray | None = None) -> dict:
-    """``types``: the rows' token types (sentence pairs); default all 0."""
+                  types: np.ndarray | None = None, progress: bool = False) -> dict:
+    """``types``: the rows' token types (sentence pairs); default all 0. ``progress``: a bar over the rows."""
     boundaries = WordBoundaries(tokenizer) if model.config.whole_word else None
     total = hits = count = 0.0
-    for start in range(0, len(rows), batch_size):
-        rng = np.random.default_rng((seed, start))
-        x, y, w = mask_tokens(rows[start:start + batch_size], rng, special, tokenizer.vocab_size,
-                              model.config.mask_prob, boundaries)
-        nll, hit = _nll_and_hits(model, x, y, None if types is None else types[start:start + batch_size])
-        total, hits, count = total + (nll * w).sum(), hits + (hit * w).sum(), count + w.sum()
+    bar = progress_bar(progress, "eval masked", " rows", len(rows))
+    try:
+        for start in range(0, len(rows), batch_size):
+            rng = np.random.default_rng((seed, start))
+            x, y, w = mask_tokens(rows[start:start + batch_size], rng, special, tokenizer.vocab_size,
+                                  model.config.mask_prob, boundaries)
+            nll, hit = _nll_and_hits(model, x, y, None if types is None else types[start:start + batch_size])
+            total, hits, count = total + (nll * w).sum(), hits + (hit * w).sum(), count + w.sum()
+            bar.update(len(x))
+    finally:
+        bar.close()
     if not count:
         raise DataError("no token was selected for masking: the text is too short to score")
     return {"masked_loss": float(total / count), "masked_accuracy": float(hits / count), "masked_tokens": int(count)}
 
 
 def pseudo_perplexity(model, rows: np.ndarray, special, max_tokens: int = 256, batch_size: int = 32,
-                      types: np.ndarray | None = None) -> dict:
-    """Each of the first ``max_tokens`` non-special tokens masked alone and scored (Salazar et al. 2020)."""
+                      types: np.ndarray | None = None, progress: bool = False) -> dict:
+    """Each of the first ``max_tokens`` non-special tokens masked alone and scored (Salazar et al. 2020).
+
+    ``progress``: a bar over the tokens scored."""
     scorable = ~np.isin(rows, special.all)
     where = np.argwhere(scorable)[:max_tokens]  # (N, 2): row, position
     total = 0.0
-    for start in range(0, len(where), batch_size):
-        chunk = where[start:start + batch_size]
-        x = rows[chunk[:, 0]].copy()
-        y = rows[chunk[:, 0]]
-        x[np.arange(len(chunk)), chunk[:, 1]] = special.mask
-        nll, _ = _nll_and_hits(model, x, y, None if types is None else types[chunk[:, 0]])
-        total += nll[np.arange(len(chunk)), chunk[:, 1]].sum()
+    bar = progress_bar(progress, "eval pseudo-perplexity", " tokens", len(where))
+    try:
+        for start in range(0, len(where), batch_size):
+            chunk = where[start:start + batch_size]
+            x = rows[chunk[:, 0]].copy()
+            y = rows[chunk[:, 0]]
+            x[np.arange(len(chunk)), chunk[:, 1]] = special.mask
+            nll, _ = _nll_and_hits(model, x, y, None if types is None else types[chunk[:, 0]])
+            total += nll[np.arange(len(chunk)), chunk[:, 1]].sum()
+            bar.update(len(chunk))
+    finally:
+        bar.close()
     n = len(where)
     if not n:
         raise DataError("no token to score for pseudo-perplexity")
@@ -74,9 +87,9 @@ def pseudo_perplexity(model, rows: np.ndarray, special, max_tokens: int = 256, b
 
 
 def evaluate_mlm(model, tokenizer, split, batch_size: int = 8, max_rows: int = 256, pppl_tokens: int = 256,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, progress: bool = False) -> dict:
     """``lmlab eval`` for an encoder: masked-token loss and accuracy on up to ``max_rows`` rows, and
-    pseudo-perplexity on the first ``pppl_tokens`` tokens."""
+    pseudo-perplexity on the first ``pppl_tokens`` tokens (``progress``: a bar for each on stderr)."""
     special = special_ids(tokenizer)
     block = model.config.block_size
     if model.config.packing == "pairs":
@@ -87,8 +100,8 @@ def evaluate_mlm(model, tokenizer, split, batch_size: int = 8, max_rows: int = 2
         rows, types = sequential_rows(split, block, special)[:max_rows], None
     if not len(rows):
         raise DataError(f"the {split.name} text is shorter than one row of {block} tokens")
-    result = masked_scores(model, rows, tokenizer, special, batch_size, seed, types)
-    result |= pseudo_perplexity(model, rows, special, pppl_tokens, types=types)
+    result = masked_scores(model, rows, tokenizer, special, batch_size, seed, types, progress)
+    result |= pseudo_perplexity(model, rows, special, pppl_tokens, types=types, progress=progress)
     result |= {"rows": int(len(rows)), "block_size": block, "whole_word": model.config.whole_word,
                "packing": model.config.packing,
                "note": "pseudo-perplexity (Salazar et al. 2020) sees both sides of each token: compare it only "

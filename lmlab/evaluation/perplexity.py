@@ -20,38 +20,47 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.data.windows import SequentialWindows
-from lmlab.data.shards import TokenSplit, load_manifest, open_split
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.core.io import read_text
+from lmlab.core.progress import progress_bar
+from lmlab.data.shards import TokenSplit, load_manifest, open_split
+from lmlab.data.windows import SequentialWindows
+from lmlab.evaluation.masked import evaluate_mlm
 from lmlab.models import registry
 from lmlab.runs.folder import data_folder
+from lmlab.runs.load import load_run
 
 
-def score_windows(model, windows: SequentialWindows) -> tuple[float, int]:
-    """Total nats and number of scored targets over all windows."""
+def score_windows(model, windows: SequentialWindows, progress: bool = False) -> tuple[float, int]:
+    """Total nats and number of scored targets over all windows (``progress``: a bar over the windows)."""
     from lmlab.training.steps import Stepper
 
     stepper = Stepper(model)
     total = count = 0.0
-    for x, y, mask in windows:
-        if len(x) < windows.batch_size:  # keep one compiled shape: pad the last batch
-            pad = windows.batch_size - len(x)
-            x, y = np.pad(x, ((0, pad), (0, 0))), np.pad(y, ((0, pad), (0, 0)))
-            mask = np.pad(mask, ((0, pad), (0, 0)))
-        nll, n = stepper.evaluate(x, y, mask)
-        total, count = total + nll, count + n
+    bar = progress_bar(progress, "eval", " windows", windows.num_windows)
+    try:
+        for x, y, mask in windows:
+            real = len(x)
+            if real < windows.batch_size:  # keep one compiled shape: pad the last batch
+                pad = windows.batch_size - real
+                x, y = np.pad(x, ((0, pad), (0, 0))), np.pad(y, ((0, pad), (0, 0)))
+                mask = np.pad(mask, ((0, pad), (0, 0)))
+            nll, n = stepper.evaluate(x, y, mask)
+            total, count = total + nll, count + n
+            bar.update(real)
+    finally:
+        bar.close()
     return total, int(count)
 
 
 def evaluate_tokens(model, split: TokenSplit, utf8_bytes: int, block_size: int | None, batch_size: int = 8,
-                    stride: int | None = None) -> dict:
+                    stride: int | None = None, progress: bool = False) -> dict:
     if hasattr(model, "score_split"):  # a count model scores whole sentences, no windows
         total, count = model.score_split(split)
         stride = None
     else:
         windows = SequentialWindows(split, block_size, batch_size, stride)
-        total, count = score_windows(model, windows)
+        total, count = score_windows(model, windows, progress)
         stride = windows.stride
     loss = total / count
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_byte": total / (math.log(2) * utf8_bytes),
@@ -59,9 +68,8 @@ def evaluate_tokens(model, split: TokenSplit, utf8_bytes: int, block_size: int |
 
 
 def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | None = None, batch_size: int = 8,
-                 checkpoint: str = "best") -> dict:
-    """``lmlab eval``: score a run's model on a prepared split or on a text file."""
-    from lmlab.runs.load import load_run
+                 checkpoint: str = "best", progress: bool = False) -> dict:
+    """``lmlab eval``: score a run's model on a prepared split or on a text file (``progress``: bars on stderr)."""
 
     run = load_run(run_folder, checkpoint)
     block = run.config["model"].get("block_size")
@@ -85,9 +93,8 @@ def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | 
             raise DataError(f"{data}: the {split} split is empty")
         source = f"{data}:{split}"
     if registry.family(run.config["model"].get("family", "transformer")).objective == "mlm":  # masked tokens
-        from lmlab.evaluation.masked import evaluate_mlm
 
-        result = evaluate_mlm(run.model, run.tokenizer, tokens, batch_size)
+        result = evaluate_mlm(run.model, run.tokenizer, tokens, batch_size, progress=progress)
     else:
-        result = evaluate_tokens(run.model, tokens, tokens.utf8_bytes, block, batch_size, stride)
+        result = evaluate_tokens(run.model, tokens, tokens.utf8_bytes, block, batch_size, stride, progress)
     return {"run": str(run_folder), "checkpoint": run.checkpoint.name, "step": run.step, "source": source, **result}

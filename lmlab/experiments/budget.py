@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 from lmlab.core.errors import ConfigError
 from lmlab.experiments.spec import Experiment, RunSpec, at, check_model
+from lmlab.models import registry
+from lmlab.tokenizers import load_tokenizer
+from lmlab.tokenizers.specials import special_ids
 from lmlab.training.config import TrainConfig
 
 
@@ -73,7 +76,6 @@ def resolve_runs(experiment: Experiment, manifest: dict, scale: float = 1.0) -> 
 def _resolve(experiment: Experiment, run: RunSpec, vocab: int, longest_shard: int, scale: float) -> PlannedRun:
     place = f"{experiment.source}: runs[{run.index}] ({run.key}, seed {run.seed})"
     fields = {**run.fields, "data": str(experiment.data)}
-    from lmlab.models import registry
 
     if not registry.family(run.family).neural:  # counted: only the data and its own options matter
         with at(place):
@@ -139,8 +141,6 @@ def _check_mask_token(experiment: Experiment, manifest: dict, run: RunSpec) -> N
     """An encoder needs a mask token: say so before any run trains, not when the encoder starts."""
     from pathlib import Path
 
-    from lmlab.tokenizers import load_tokenizer
-    from lmlab.tokenizers.specials import special_ids
 
     tokenizer = load_tokenizer(Path(experiment.data) / manifest["tokenizer"].get("file", "tokenizer.json"))
     with at(f"{experiment.source}: runs[{run.index}] ({run.name}): data {experiment.data}"):

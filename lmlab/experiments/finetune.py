@@ -4,7 +4,6 @@ A masked-LM encoder's pseudo-perplexity is not a decoder's perplexity (each
 token sees both sides), so encoders and decoders are ranked together only by
 what both can do after pretraining at the same budget: classify, here
 through :func:`lmlab.tasks.finetune` and :func:`lmlab.tasks.evaluate_task`::
-
     finetune:
       task: classify                      # the one task compare ranks by (accuracy)
       train: $LMLAB_DATA/sst2/train.tsv   # labelled file (lmlab finetune --train)
@@ -31,9 +30,13 @@ import shutil
 from pathlib import Path
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.io import read_json, write_json
 from lmlab.experiments.fields import as_mapping, at, check_known, expand_path, positive_int
 from lmlab.experiments.records import DONE
-from lmlab.core.io import read_json, write_json
+from lmlab.models import registry
+from lmlab.tasks.config import FinetuneConfig
+from lmlab.tasks.finetune import finetune as finetune_run
+from lmlab.tasks.folder import CONFIG
 
 FOLDER = "finetune"  # RUN/finetune: an ordinary lmlab finetune output folder
 FINETUNED = "finetuned.json"  # the stage is done: fine-tuning results and test metrics
@@ -45,14 +48,11 @@ POOLING_AUTO = {"encoder": "cls"}  # every other family: last (the end token has
 
 
 def _config_keys() -> tuple[str, ...]:
-    from lmlab.tasks.config import FinetuneConfig
-
     return tuple(f.name for f in dataclasses.fields(FinetuneConfig) if f.name != "max_steps") + tuple(RENAMED)
 
 
 def parse_finetune(data, place: str) -> dict:
     """Check the section (fields, task, files, FinetuneConfig values); returns what the sweep needs."""
-    from lmlab.tasks.config import FinetuneConfig
 
     data = as_mapping(data, place, "finetune")
     check_known(data, FILE_KEYS + DATA_KEYS + _config_keys(), place, "field(s)")
@@ -86,7 +86,6 @@ def parse_finetune(data, place: str) -> dict:
 
 def check_run_for_finetune(run, finetune: dict, place: str) -> None:
     """What each run must be to be fine-tuned: neural, and a pooling that reads its whole text."""
-    from lmlab.models import registry
 
     if not registry.family(run.family).neural:
         raise ConfigError(f"{place}: an n-gram cannot be fine-tuned for classification; drop the run or the "
@@ -102,7 +101,6 @@ def config_for(finetune: dict, family: str, scale: float = 1.0):
 
     ``scale`` (a smoke run's ``--scale``) shortens the fine-tuning as it shortens pretraining.
     """
-    from lmlab.tasks.config import FinetuneConfig
 
     fields = dict(finetune["config"])
     if fields["pooling"] == "last" and finetune["pooling"] == "auto":
@@ -124,7 +122,6 @@ def run_finetune(finetune: dict, family: str, run_folder: Path, checkpoint: str 
     while the pretrained run is kept.
     """
     from lmlab.tasks.evaluate import evaluate_task
-    from lmlab.tasks.finetune import finetune as finetune_run
 
     run_folder = Path(run_folder)
     if (run_folder / FINETUNED).exists():
@@ -192,8 +189,6 @@ def _saved_section(record: dict, run_folder: Path) -> dict:
     A record from before lmlab kept ``section`` is read from ``RUN/finetune/config.json`` (the config and the
     training files) and the record's test file; its data options are unknown, so they are not compared.
     """
-    from lmlab.tasks.config import FinetuneConfig
-    from lmlab.tasks.folder import CONFIG
 
     defaults = {SPELLED.get(f.name, f.name): f.default for f in dataclasses.fields(FinetuneConfig)}
     if "section" in record:

@@ -2,7 +2,6 @@
 
 The arithmetic (Hoffmann et al. 2022, "Training Compute-Optimal Large Language
 Models", the Chinchilla rule; Kaplan et al. 2020 for the FLOPs):
-
 - training costs ``C = f · D`` FLOPs for ``D`` tokens at ``f`` FLOPs per token,
   ``f = 6N + 12·L·d·T`` (the model's own count: ``N`` weights, ``L`` layers of
   width ``d``, context ``T``; see :func:`lmlab.models.transformer.estimate_flops_per_token`);
@@ -34,6 +33,10 @@ from pathlib import Path
 
 from lmlab.core.errors import ConfigError, LmlabError
 from lmlab.core.io import read_json
+from lmlab.experiments.records import train_rate
+from lmlab.models import registry
+from lmlab.training.config import TrainConfig
+from lmlab.training.optimizer import build_optimizer
 
 TOKENS_PER_PARAMETER = 20.0  # Chinchilla
 MAX_EPOCHS = 4.0  # Muennighoff et al. 2023
@@ -190,7 +193,6 @@ def measured_throughput(paths) -> Throughput | None:
     Each run gives its median logged training tokens/s × its FLOPs per token;
     Transformer runs are preferred when there are any (the plan sizes one).
     """
-    from lmlab.experiments.records import train_rate
 
     found: list[tuple[str, float]] = []  # (family, FLOP/s)
     for path in map(Path, paths):
@@ -234,10 +236,7 @@ def calibrate(vocab_size: int, block_size: int = 256, batch_size: int = 8, steps
     """Measure this machine: a few training steps of a small Transformer on random tokens (after compiling)."""
     import numpy as np
 
-    from lmlab.models import registry
-    from lmlab.training.config import TrainConfig
     from lmlab.training.steps import Stepper
-    from lmlab.training.optimizer import build_optimizer
 
     model_config = registry.model_config("transformer", "shakespeare-char", vocab_size,
                                          {"block_size": block_size, "n_layer": 4, "d_model": 256, "n_head": 8})

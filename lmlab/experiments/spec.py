@@ -1,7 +1,6 @@
 """The experiment file: what to train, on which data, under which budget.
 
 An experiment is a YAML mapping (see ``experiments/*.yaml`` and the README)::
-
     name: families-wikitext2           # default: the file name without .yaml
     data: runs/data/wikitext2-word     # a folder made by lmlab prepare
     prepare: {sources: [...], ...}     # optional: makes ``data`` when it is missing
@@ -34,8 +33,13 @@ from pathlib import Path
 
 from lmlab.core.errors import ConfigError
 from lmlab.core.io import read_text
+from lmlab.data.clean import CleanOptions
+from lmlab.data.prepare import PrepareOptions, Source
+from lmlab.data.readers import ReadOptions, expand_paths
 from lmlab.experiments.fields import as_mapping, at, check_known, expand_path, positive_int
 from lmlab.experiments.finetune import check_run_for_finetune, parse_finetune
+from lmlab.models import registry
+from lmlab.models.ngram.model import NGramConfig
 from lmlab.training.config import TrainConfig
 
 TOP_KEYS = ("name", "description", "data", "prepare", "budget", "train", "seeds", "repeats", "evaluate", "grid",
@@ -231,12 +235,9 @@ def _apply(fields: dict, key: str, value) -> dict:
 
 def check_model(family_name: str, preset: str, model: dict, vocab_size: int = ANY_VOCAB):
     """The family's model config for ``preset`` with ``model`` overrides (raises naming a bad field)."""
-    from lmlab.models import registry
 
     spec = registry.family(family_name)
     if not spec.neural:
-        from lmlab.models.ngram.model import NGramConfig
-
         options = {k: v for k, v in model.items() if k != "family"}
         known = [f.name for f in dataclasses.fields(NGramConfig) if f.name != "family"]
         check_known(options, known, "model", "n-gram field(s)")
@@ -249,7 +250,6 @@ def check_model(family_name: str, preset: str, model: dict, vocab_size: int = AN
 
 def parse_experiment(data: dict, source: str = "experiment", default_name: str = "experiment") -> Experiment:
     """Check an experiment mapping without its data and expand grids and seeds into runs."""
-    from lmlab.models import registry
 
     check_known(data, TOP_KEYS, source, "field(s)")
     name = data.get("name", default_name)
@@ -352,8 +352,6 @@ def _check_run(fields: dict, budget: Budget, place: str) -> None:
 
 
 def _parse_prepare(data, place: str) -> dict:
-    from lmlab.data.prepare import PrepareOptions, Source
-
     data = {str(k).replace("-", "_"): v for k, v in as_mapping(data, place, "prepare").items()}
     if "field" in data:
         data["fields"] = data.pop("field")
@@ -368,8 +366,6 @@ def _parse_prepare(data, place: str) -> dict:
     for text in sources:
         source = Source.parse(text)
         if not source.spec.startswith("hf:"):
-            from lmlab.data.readers import expand_paths
-
             with at(f"{place}.sources"):
                 expand_paths(source.spec)
     options = {k: v for k, v in data.items() if k not in ("sources", "workers", "wordpiece")}
@@ -383,9 +379,6 @@ def _parse_prepare(data, place: str) -> dict:
     if isinstance(options.get("split"), list):
         options["split"] = tuple(options["split"])
     with at(place):
-        from lmlab.data.clean import CleanOptions
-        from lmlab.data.readers import ReadOptions
-
         PrepareOptions(tuple(Source.parse(s) for s in sources), ReadOptions(**read), CleanOptions(**clean), **options)
     workers = positive_int(data.get("workers", 1), f"{place}.workers")
     return {"sources": sources, "workers": workers, "read": read, "clean": clean, **options,
@@ -394,7 +387,6 @@ def _parse_prepare(data, place: str) -> dict:
 
 def _parse_wordpiece(data: dict, sources: list[str], place: str) -> dict:
     """``prepare.wordpiece``: train a WordPiece tokenizer with [MASK] (what an encoder needs) before preparing."""
-    from lmlab.data.prepare import Source
 
     options = as_mapping(data["wordpiece"], f"{place}.wordpiece", "wordpiece") or {}
     check_known(options, WORDPIECE_KEYS, f"{place}.wordpiece", "field(s)")

@@ -1,7 +1,6 @@
 """Running an experiment: runs one after another, each in its own ordinary run folder; resumable.
 
 Output folder (default ``runs/compare/<name>``)::
-
     experiment.json        the resolved plan: every run's complete training config
     runs/<run id>/         an ordinary lmlab run folder (lmlab eval / generate work on it)
         trained.json       the trainer's results and timing, before evaluation
@@ -30,12 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.io import atomic_open, read_json, read_text, write_json
+from lmlab.data.prepare import prepare
+from lmlab.data.readers import expand_paths
+from lmlab.data.shards import MANIFEST, load_manifest
+from lmlab.evaluation.perplexity import evaluate_run
 from lmlab.experiments.budget import PlannedRun, resolve_runs
-from lmlab.experiments.finetune import check_finetuned
+from lmlab.experiments.finetune import check_finetuned, run_finetune
 from lmlab.experiments.records import DONE, EVALUATED, TRAINED, make_record
+from lmlab.experiments.report import write_report
 from lmlab.experiments.spec import Experiment, expand_path, load_experiment
 from lmlab.experiments.table import duration
-from lmlab.core.io import read_json, write_json
+from lmlab.tokenizers.wordpiece import train_wordpiece
+from lmlab.training.trainer import train
 
 PLAN = "experiment.json"
 RUNS = "runs"
@@ -59,7 +65,6 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
     whose id, configuration or name matches a glob; ``data`` replaces the
     file's data folder; ``dry_run`` checks and prints the plan without training.
     """
-    from lmlab.experiments.report import write_report
 
     experiment = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     if data:
@@ -118,8 +123,6 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
 def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: bool = False, log=print,
             scale: float = 1.0) -> dict:
     """Train (or resume), evaluate (and fine-tune) one run; return its record. Idempotent."""
-    from lmlab.evaluation.perplexity import evaluate_run
-    from lmlab.training.trainer import train
 
     if (folder / DONE).exists():
         return read_json(folder / DONE, "run record")
@@ -133,7 +136,6 @@ def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: boo
             shutil.rmtree(folder, ignore_errors=True)  # a count cut short: count again (one pass, seconds)
             start = time.perf_counter()
             trained = train(run.config, folder, log=say)
-            from lmlab.data.shards import load_manifest
 
             trained |= {"wall_s": time.perf_counter() - start,
                         "tokens_seen": load_manifest(run.config.data)["splits"]["train"]["tokens"]}
@@ -148,8 +150,6 @@ def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: boo
         write_json(folder / EVALUATED, evaluation)
     finetuned = None
     if experiment.finetune is not None:
-        from lmlab.experiments.finetune import run_finetune
-
         log(f"    fine-tuning for {experiment.finetune['config']['task']} ...")
         finetuned = run_finetune(experiment.finetune, run.config.family, folder, options["checkpoint"], scale, log)
     record = make_record(experiment.name, run, folder, trained, evaluation, finetuned)
@@ -213,7 +213,6 @@ def _check_existing(run: PlannedRun, folder: Path) -> None:
 
 def _data(experiment: Experiment, dry_run: bool, log) -> dict | None:
     """The data's manifest, made by the prepare section when the folder has none yet."""
-    from lmlab.data.shards import MANIFEST, load_manifest
 
     folder = Path(experiment.data)
     if not (folder / MANIFEST).exists():
@@ -227,7 +226,6 @@ def _data(experiment: Experiment, dry_run: bool, log) -> dict | None:
             log(f"{experiment.data} will be prepared from {', '.join(experiment.prepare['sources'])}; "
                 "checks that need the data are left for the real run")
             return None
-        from lmlab.data.prepare import prepare
 
         options = dict(experiment.prepare)
         sources, workers = options.pop("sources"), options.pop("workers")
@@ -241,9 +239,6 @@ def _data(experiment: Experiment, dry_run: bool, log) -> dict | None:
 
 def _wordpiece(folder: Path, options: dict, log) -> Path:
     """``prepare.wordpiece``: a WordPiece tokenizer (with [MASK]) trained on the training files, beside the data."""
-    from lmlab.data.readers import expand_paths
-    from lmlab.core.io import atomic_open, read_text
-    from lmlab.tokenizers.wordpiece import train_wordpiece
 
     path = folder.with_name(folder.name + ".wordpiece.json")
     if path.exists():

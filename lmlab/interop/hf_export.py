@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.io import atomic_open, write_json
 from lmlab.interop import hf_config, hf_names, hf_tokenizer
 from lmlab.interop.weight_files import SINGLE_FILE, write_safetensors
-from lmlab.core.io import atomic_open, write_json
+from lmlab.runs.checkpoint import variable_key
+from lmlab.runs.load import load_run
 
 OWN_FILES = ("config.json", SINGLE_FILE, "generation_config.json", hf_tokenizer.TOKENIZER_FILE,
              hf_tokenizer.TOKENIZER_CONFIG, hf_tokenizer.SPECIAL_TOKENS_MAP)
@@ -37,8 +39,6 @@ def check_output_folder(out, overwrite: bool) -> Path:
 def export_hf(run, out, checkpoint: str = "best", with_tokenizer: bool = True, overwrite: bool = False,
               log=print) -> dict:
     """Export ``run``'s ``best`` (or ``last``) checkpoint to the folder ``out``; return a summary."""
-    from lmlab.runs.load import load_run
-    from lmlab.runs.checkpoint import variable_key
 
     started = time.perf_counter()
     loaded = load_run(run, checkpoint)

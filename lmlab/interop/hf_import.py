@@ -19,11 +19,17 @@ import time
 from pathlib import Path
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.io import read_json
+from lmlab.data.shards import load_manifest
 from lmlab.interop import hf_config, hf_names
 from lmlab.interop.hf_tokenizer import load_hf_tokenizer, same_tokenizer
-from lmlab.runs.folder import check_new_run_folder, write_run
 from lmlab.interop.weight_files import CheckpointTensors, refuse_pickles
-from lmlab.core.io import read_json
+from lmlab.models import registry
+from lmlab.runs.checkpoint import variable_key
+from lmlab.runs.folder import check_new_run_folder, write_run
+from lmlab.tokenizers import load_tokenizer
+from lmlab.training.config import build_config
+from lmlab.training.optimizer import build_optimizer
 
 # Fine-tuning starts from trained weights: a tenth of the from-scratch learning rate, a short warm-up.
 FINETUNE_DEFAULTS = dict(max_steps=200, learning_rate=1e-4, min_learning_rate=1e-5, warmup_steps=10,
@@ -34,8 +40,6 @@ PRESET = {"gpt2": "gpt2-small", "llama": "llama-small", "bert": "bert-base", "ro
 
 
 def _train_config(model_config, data, settings):
-    from lmlab.training.config import build_config
-
     model = {k: v for k, v in model_config.to_dict().items() if k != "family"}
     config = build_config(None, settings, data=str(Path(data).resolve()) if data else "",
                           family=model_config.family, preset=PRESET[model_config.style], model=model,
@@ -50,8 +54,6 @@ def _train_config(model_config, data, settings):
 
 def _data_reference(data, tokenizer):
     """The data's tokenizer (it must encode as the checkpoint's) and the run's data reference."""
-    from lmlab.data.shards import load_manifest
-    from lmlab.tokenizers import load_tokenizer
 
     manifest = load_manifest(data)
     data_tokenizer = load_tokenizer(Path(data) / "tokenizer.json")
@@ -64,7 +66,6 @@ def _data_reference(data, tokenizer):
 
 def _weight_shapes(model, source_config) -> dict[str, tuple]:
     """The lmlab weight shapes the checkpoint must fill (its own position table, if cut on import)."""
-    from lmlab.runs.checkpoint import variable_key
 
     shapes = {variable_key(w): tuple(w.shape) for w in model.weights}
     if "position_embedding/embeddings" in shapes:
@@ -102,9 +103,7 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
         tok, data_ref = _data_reference(data, tok)
     import keras  # TensorFlow loads here, once the folder has passed the checks above
 
-    from lmlab.models import registry
 
-    from lmlab.runs.checkpoint import variable_key
 
     tensors = CheckpointTensors.open(folder)
     try:
@@ -122,7 +121,6 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
             weight.assign(weights.pop(variable_key(weight)))
         optimizer = None
         if data:  # fresh AdamW moments, as the trainer builds them: `lmlab train --resume` restores them
-            from lmlab.training.optimizer import build_optimizer
 
             optimizer, _ = build_optimizer(train_config, model)
         write_run(out, model, tok, train_config, data_ref, optimizer, extra={"imported_from": {

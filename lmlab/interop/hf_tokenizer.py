@@ -1,7 +1,6 @@
 """lmlab tokenizers ↔ Hugging Face ``tokenizer.json`` and its companion files.
 
 Export writes a ``tokenizer.json`` that encodes exactly as the lmlab tokenizer:
-
 - ``bpe`` and ``hf`` tokenizers already are a ``tokenizer.json``: written as is;
 - ``char``: a ``WordLevel`` model over the characters, a pre-tokenizer that
   isolates every code point, ``<unk>`` for the rest, and a ``Fuse`` decoder;
@@ -26,7 +25,8 @@ from pathlib import Path
 
 from lmlab.core.errors import ConfigError
 from lmlab.core.io import read_json, read_text
-from lmlab.tokenizers import CharTokenizer, HFTokenizer, Tokenizer, WordTokenizer
+from lmlab.tokenizers import CharTokenizer, HFTokenizer, Tokenizer, WordTokenizer, load_tokenizer
+from lmlab.tokenizers.specials import CLS_TOKENS, MASK_TOKENS, PAD_TOKENS, SEP_TOKENS
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -36,9 +36,8 @@ PYTHON_ONLY_SPACES = "[\x1c-\x1f]"  # str.split() splits here; char::is_whitespa
 
 
 def _vocabulary_json(tokenizer, pre_tokenizer, decoder, normalizer=None) -> str:
-    from tokenizers import AddedToken
+    from tokenizers import AddedToken, models
     from tokenizers import Tokenizer as Backend
-    from tokenizers import models
 
     backend = Backend(models.WordLevel({token: i for i, token in enumerate(tokenizer.vocab)},
                                        unk_token=tokenizer.id_to_token(tokenizer.unk_id)))
@@ -89,7 +88,6 @@ def special_tokens(tokenizer: Tokenizer, imported: dict | None = None) -> dict[s
     specials.setdefault("bos_token", tokenizer.eos_token)
     if tokenizer.unk_id is not None:
         specials.setdefault("unk_token", tokenizer.id_to_token(tokenizer.unk_id))
-    from lmlab.tokenizers.specials import CLS_TOKENS, MASK_TOKENS, PAD_TOKENS, SEP_TOKENS
 
     for name, candidates in (("mask_token", MASK_TOKENS), ("cls_token", CLS_TOKENS), ("sep_token", SEP_TOKENS),
                              ("pad_token", PAD_TOKENS)):  # a masked LM's, so fill-mask pipelines find them
@@ -121,7 +119,6 @@ def tokenizer_config(specials: dict[str, str], block_size: int, imported: dict |
 
 def load_hf_tokenizer(folder, hf_config: dict, path=None) -> tuple[Tokenizer, dict]:
     """The tokenizer of a Hugging Face folder (or ``path``) and its ``tokenizer_config.json`` (or {})."""
-    from lmlab.tokenizers import load_tokenizer
 
     folder = Path(folder)
     config = read_json(folder / TOKENIZER_CONFIG, "tokenizer config") if (folder / TOKENIZER_CONFIG).exists() else {}

@@ -2,7 +2,6 @@
 
 The SavedModel holds the run's weights and two signatures, so it loads with
 ``tf.saved_model.load(DIR)`` without lmlab or Keras installed:
-
 - ``score(token_ids int32 (B, T))`` → ``log_probs`` float32 ``(B, T-1)``, the
   log-probability of each token given the ones before it, and
   ``total_log_prob`` ``(B,)``, their sum (also the ``serving_default``);
@@ -28,6 +27,8 @@ from pathlib import Path
 
 from lmlab.core.errors import ConfigError
 from lmlab.core.io import atomic_open, write_json
+from lmlab.interop.hf_tokenizer import tokenizer_json
+from lmlab.runs.load import load_run
 
 SIGNATURES = {
     "score": {"inputs": {"token_ids": "int32 (batch, length)"},
@@ -84,8 +85,6 @@ def export_savedmodel(run, out, checkpoint: str = "best", overwrite: bool = Fals
     """Write ``run``'s model as a SavedModel folder ``out``; return a summary."""
     import keras
 
-    from lmlab.interop.hf_tokenizer import tokenizer_json
-    from lmlab.runs.load import load_run
 
     if keras.backend.backend() != "tensorflow":
         raise ConfigError(f"a SavedModel is written from the TensorFlow backend; this process runs "

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lmlab.core.errors import ConfigError, DataError
-from lmlab.core.io import read_json
+from lmlab.core.io import atomic_open, read_json
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -198,27 +198,15 @@ def write_safetensors(path, tensors, metadata: dict[str, str] | None = None, sha
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(struct.pack("<Q", len(encoded)) + encoded)
-            expected = iter(shapes.items())
-            for name, value in tensors:
-                wanted, shape = next(expected, (None, None))
-                value = np.asarray(value, dtype="<f4")
-                value = value if value.flags.c_contiguous else value.copy(order="C")
-                if name != wanted or value.shape != tuple(shape):
-                    raise ValueError(f"tensor {name} {value.shape} does not follow the header ({wanted} {shape})")
-                handle.write(value.reshape(-1).view(np.uint8))
-            if next(expected, None) is not None:
-                raise ValueError(f"{path}: fewer tensors than the header lists")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"cannot write {path}: {error.strerror or error}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:  # a temporary file, synced and renamed: never half a file
+        handle.write(struct.pack("<Q", len(encoded)) + encoded)
+        expected = iter(shapes.items())
+        for name, value in tensors:
+            wanted, shape = next(expected, (None, None))
+            value = np.asarray(value, dtype="<f4")
+            value = value if value.flags.c_contiguous else value.copy(order="C")
+            if name != wanted or value.shape != tuple(shape):
+                raise ValueError(f"tensor {name} {value.shape} does not follow the header ({wanted} {shape})")
+            handle.write(value.reshape(-1).view(np.uint8))
+        if next(expected, None) is not None:
+            raise ValueError(f"{path}: fewer tensors than the header lists")

@@ -17,44 +17,52 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.records import Record, check_fields, is_real
+
+is_number = is_real  # a finite real, not a bool: what every model config field that is a number must be
 
 
-def is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class ModelConfig:
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
-
+class ModelConfig(Record):
     def to_dict(self) -> dict[str, Any]:
         """Resolved values of every field, JSON-serialisable."""
         return {name: getattr(self, name) for name in self.field_names()}
 
     @classmethod
-    def _check_keys(cls, keys) -> None:
-        unknown = sorted(set(keys) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(map(str, unknown))} "
-                              f"(known: {', '.join(cls.field_names())})")
-
-    @classmethod
     def from_dict(cls, d: Mapping[str, Any]):
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"a {cls.__name__} needs a mapping of fields, got {type(d).__name__}")
-        cls._check_keys(d)
+        """Inverse of :meth:`to_dict`; unknown fields raise :class:`ConfigError` naming them."""
+        check_fields(d, cls.field_names(), cls.what())
         if "vocab_size" not in d:
             raise ConfigError("vocab_size is required (take it from the tokenizer)")
         return cls(**d)
 
     def replace(self, **overrides):
         """A copy with ``overrides`` applied; automatically resolved fields are re-derived."""
-        self._check_keys(overrides)
+        check_fields(overrides, self.field_names(), self.what())
         changes = {name: None for name in getattr(self, "_auto", ()) if name not in overrides}
         changes.update(overrides)
         return dataclasses.replace(self, **changes)
+
+
+def preset_config(config_class, family: str, presets: Mapping[str, Mapping[str, Any]], name: str,
+                  overrides: Mapping[str, Any]):
+    """A family's preset ``name`` with ``overrides`` as a ``config_class``; ``vocab_size`` must be among them."""
+    if name not in presets:
+        raise ConfigError(f"unknown {family} preset {name!r}; known presets: {', '.join(presets)}")
+    if "vocab_size" not in overrides:
+        raise ConfigError(f"preset {name!r} needs vocab_size (from the tokenizer), "
+                          f"e.g. preset({name!r}, vocab_size=tokenizer.vocab_size)")
+    return config_class.from_dict({**presets[name], **overrides})
+
+
+def build_built(model_class, config, seed: int | None = None, dummy_length: int = 1, **kwargs):
+    """A ``model_class`` with its weights built by a call on a dummy ``(1, dummy_length)`` batch.
+
+    The same ``config`` and integer ``seed`` give the same weights; ``kwargs`` go to the model
+    (e.g. ``dtype="mixed_bfloat16"``).
+    """
+    model = model_class(config, seed=seed, **kwargs)
+    model(ops.zeros((1, dummy_length), dtype="int32"))
+    return model
 
 
 class Seeds:
@@ -103,6 +111,16 @@ class LanguageModel:
     """Mixed into each family's ``keras.Model``: ``config_class`` names its config."""
 
     config_class: type = ModelConfig
+
+    def hidden_states(self, token_ids, training=None, lengths=None):
+        """``(B, T, d)`` states after the last layer (and the final norm): what the output layer and task
+        heads read. ``lengths`` ``(B,)``, real tokens per row, lets a bidirectional model hide right
+        padding; a causal model needs no mask for it, as no real token sees the padding after it."""
+        raise NotImplementedError
+
+    def logits(self, hidden):
+        """Float32 logits ``(B, T, V)`` from :meth:`hidden_states`; ``call(ids) == logits(hidden_states(ids))``."""
+        raise NotImplementedError
 
     def stateless_call_with_cache(self, variable_values, token_ids, cache, index=None):
         """:meth:`call_with_cache` with the weights passed in as values (lined up with ``self.variables``).

@@ -1,7 +1,6 @@
 """The Transformer encoder with a masked-language-model head, in BERT and RoBERTa styles.
 
 What this module holds, top to bottom:
-
 - :class:`EncoderConfig`: one frozen, validated, JSON-serialisable config, with
   the masked-LM pretraining settings (:mod:`lmlab.data.masking` reads them);
 - :data:`PRESETS` and :func:`preset`: named shapes, each citing what it mirrors;
@@ -12,7 +11,6 @@ What this module holds, top to bottom:
 References followed: BERT (Devlin et al. 2019) and RoBERTa (Liu et al. 2019) as
 written in Hugging Face ``transformers/models/bert/modeling_bert.py`` and
 ``models/roberta/modeling_roberta.py``, so imported weights give the same numbers:
-
 - embeddings: token + learned position + token type (segment), then LayerNorm
   (post-LN) and dropout;
 - ``norm="post"`` (BERT): ``x = LN(x + attention(x)); x = LN(x + mlp(x))``;
@@ -42,7 +40,7 @@ from keras import ops
 
 from lmlab.core.errors import ConfigError
 from lmlab.layers.rotary import apply_rotary, rotary_cos_sin
-from lmlab.models.base import LanguageModel, ModelConfig, is_number
+from lmlab.models.base import LanguageModel, ModelConfig, build_built, is_number, preset_config
 
 FAMILY = "encoder"
 NORMS = ("post", "pre")
@@ -187,11 +185,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset(name: str, **overrides) -> EncoderConfig:
     """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown encoder preset {name!r}; known presets: {', '.join(PRESETS)}")
-    if "vocab_size" not in overrides:
-        raise ConfigError(f"preset {name!r} needs vocab_size (from the tokenizer)")
-    return EncoderConfig.from_dict({**PRESETS[name], **overrides})
+    return preset_config(EncoderConfig, "encoder", PRESETS, name, overrides)
 
 
 def count_parameters(config: EncoderConfig, non_embedding: bool = False) -> int:
@@ -467,10 +461,8 @@ class EncoderMLM(LanguageModel, keras.Model):
 
 
 def build_encoder(config: EncoderConfig, seed: int | None = None, **kwargs) -> EncoderMLM:
-    """An :class:`EncoderMLM` with its weights built; the same config and seed give the same weights."""
-    model = EncoderMLM(config, seed=seed, **kwargs)
-    model(ops.zeros((1, 2), dtype="int32"))  # two tokens: a softmax over one key makes Keras warn
-    return model
+    """A :class:`EncoderMLM` with its weights built; the same ``config`` and ``seed`` give the same weights."""
+    return build_built(EncoderMLM, config, seed, dummy_length=2, **kwargs)  # two tokens: a softmax over one key makes Keras warn
 
 
 __all__ = ["EncoderBlock", "EncoderConfig", "EncoderMLM", "BidirectionalSelfAttention", "PRESETS",

@@ -2,7 +2,6 @@
 Gated Convolutional Networks").
 
 What this module holds, top to bottom:
-
 - :class:`GatedCNNConfig`: one frozen, validated, JSON-serialisable config;
 - :data:`PRESETS` and :func:`preset`: named shapes, each saying what it follows;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
@@ -13,7 +12,6 @@ What this module holds, top to bottom:
 
 The model: token embedding → ``n_layer`` residual blocks → final norm → output
 layer tied to the embedding (plus a bias). One block is::
-
     h = norm(x)                                   # pre-norm (see ``norm``)
     a, b = split(causal_conv(h))                  # Conv1D, d_model → 2·d_model channels
     x = x + dropout(a * sigmoid(b))               # gated linear unit, residual add
@@ -25,7 +23,6 @@ the start are the zeros, in :meth:`~GatedCNNLM.call` and in cached decoding
 alike).
 
 Where this follows the paper and where it does not:
-
 - the gated linear unit ``(X*W + b) ⊗ σ(X*V + c)`` in residual blocks and the
   left-zero-padded convolution (paper §2–3) are as published; so is the Kaiming
   (He) initialisation of the convolutions (paper §5.1);
@@ -48,8 +45,9 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
-from lmlab.models.base import LanguageModel, ModelConfig, OutputHead, Seeds, check_cache_length, is_number
 from lmlab.layers.normalization import RMSNorm
+from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, build_built, check_cache_length,
+                               is_number, preset_config)
 
 NORMS = ("layernorm", "rmsnorm", "none")
 FAMILY = "gated_cnn"
@@ -142,12 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset(name: str, **overrides) -> GatedCNNConfig:
     """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown gated_cnn preset {name!r}; known presets: {', '.join(PRESETS)}")
-    if "vocab_size" not in overrides:
-        raise ConfigError(f"preset {name!r} needs vocab_size (from the tokenizer), "
-                          f"e.g. preset({name!r}, vocab_size=tokenizer.vocab_size)")
-    return GatedCNNConfig.from_dict({**PRESETS[name], **overrides})
+    return preset_config(GatedCNNConfig, "gated_cnn", PRESETS, name, overrides)
 
 
 # ---------------------------------------------------------------------------
@@ -311,8 +304,7 @@ class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
     def hidden_states(self, token_ids, training=None, lengths=None):
         """``(B, T, d)`` states after the last layer and the final norm: what the output layer and task heads read.
 
-        ``lengths`` ``(B,)`` (real tokens per row) is part of the common contract; a causal model needs
-        no mask for right padding, as no real token sees the padding after it.
+        ``lengths`` is accepted for the common contract (:meth:`~lmlab.models.base.LanguageModel.hidden_states`).
         """
         x = self.embedding_dropout(self._embed(token_ids), training=training)  # (B, T, d)
         for block in self.blocks:
@@ -373,14 +365,8 @@ class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
 
 
 def build_gated_cnn(config: GatedCNNConfig, seed: int | None = None, **kwargs) -> GatedCNNLM:
-    """A :class:`GatedCNNLM` with its weights built (by a call on a dummy batch).
-
-    The same ``config`` and integer ``seed`` give the same weights. ``kwargs`` go to
-    :class:`GatedCNNLM` (e.g. ``dtype="mixed_bfloat16"``).
-    """
-    model = GatedCNNLM(config, seed=seed, **kwargs)
-    model(ops.zeros((1, 1), dtype="int32"))
-    return model
+    """A :class:`GatedCNNLM` with its weights built; the same ``config`` and ``seed`` give the same weights."""
+    return build_built(GatedCNNLM, config, seed, **kwargs)
 
 
 __all__ = [

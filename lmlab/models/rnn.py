@@ -1,7 +1,6 @@
 """Recurrent language models: stacked LSTM or GRU layers over a token embedding.
 
 What this module holds, top to bottom:
-
 - :class:`RNNConfig`: one frozen, validated, JSON-serialisable config;
 - :data:`PRESETS` and :func:`preset`: named shapes, each saying what it follows;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
@@ -11,7 +10,6 @@ What this module holds, top to bottom:
 - :func:`build_rnn`: a deterministic, built model.
 
 References followed:
-
 - Zaremba, Sutskever & Vinyals 2014, "Recurrent Neural Network Regularization":
   dropout on the non-recurrent connections only (the embedding output, between
   layers, before the softmax), none on the recurrent ones.
@@ -65,7 +63,8 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
-from lmlab.models.base import LanguageModel, ModelConfig, OutputHead, Seeds, check_cache_length, is_number
+from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, build_built, check_cache_length,
+                               is_number, preset_config)
 
 CELLS = ("lstm", "gru")
 CUDNN_MODES = ("auto", "on", "off")
@@ -177,12 +176,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset(name: str, **overrides) -> RNNConfig:
     """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown rnn preset {name!r}; known presets: {', '.join(PRESETS)}")
-    if "vocab_size" not in overrides:
-        raise ConfigError(f"preset {name!r} needs vocab_size (from the tokenizer), "
-                          f"e.g. preset({name!r}, vocab_size=tokenizer.vocab_size)")
-    return RNNConfig.from_dict({**PRESETS[name], **overrides})
+    return preset_config(RNNConfig, "rnn", PRESETS, name, overrides)
 
 
 # ---------------------------------------------------------------------------
@@ -310,8 +304,7 @@ class RNNLM(OutputHead, LanguageModel, keras.Model):
     def hidden_states(self, token_ids, training=None, lengths=None):
         """``(B, T, d)`` states after the last layer: what the output layer and task heads read.
 
-        ``lengths`` ``(B,)`` (real tokens per row) is part of the common contract; a causal model needs
-        no mask for right padding, as no real token sees the padding after it.
+        ``lengths`` is accepted for the common contract (:meth:`~lmlab.models.base.LanguageModel.hidden_states`).
         """
         x = self.embedding_dropout(self._embed(token_ids), training=training)  # (B, T, d)
         for layer, dropout in zip(self.recurrent, self.dropouts):
@@ -376,14 +369,8 @@ class RNNLM(OutputHead, LanguageModel, keras.Model):
 
 
 def build_rnn(config: RNNConfig, seed: int | None = None, **kwargs) -> RNNLM:
-    """An :class:`RNNLM` with its weights built (by a call on a dummy batch).
-
-    The same ``config`` and integer ``seed`` give the same weights. ``kwargs`` go to
-    :class:`RNNLM` (e.g. ``dtype="mixed_bfloat16"``).
-    """
-    model = RNNLM(config, seed=seed, **kwargs)
-    model(ops.zeros((1, 1), dtype="int32"))
-    return model
+    """A :class:`RNNLM` with its weights built; the same ``config`` and ``seed`` give the same weights."""
+    return build_built(RNNLM, config, seed, **kwargs)
 
 
 __all__ = [

@@ -1,7 +1,6 @@
 """The Transformer decoder language model, in GPT-2 and Llama styles.
 
 What this module holds, top to bottom:
-
 - :class:`TransformerConfig`: one frozen, validated, JSON-serialisable config;
 - :data:`PRESETS` and :func:`preset`: named shapes, each citing what it mirrors;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
@@ -11,7 +10,6 @@ What this module holds, top to bottom:
 - :func:`build_transformer`: a deterministic, built model.
 
 References followed:
-
 - ``style="gpt2"``: GPT-2 (Radford et al. 2019) as written in karpathy/nanoGPT
   ``model.py``: learned token and position embeddings, pre-LayerNorm blocks, a
   final LayerNorm, biases, GELU (tanh) MLP, output tied to the token embedding,
@@ -37,10 +35,10 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
-from lmlab.models.base import LanguageModel, ModelConfig, is_number
 from lmlab.layers.attention import IMPLEMENTATIONS, CausalSelfAttention
 from lmlab.layers.mlp import GeluMLP, SwiGLUMLP
 from lmlab.layers.normalization import RMSNorm
+from lmlab.models.base import LanguageModel, ModelConfig, build_built, is_number, preset_config
 
 STYLES = ("gpt2", "llama")
 FAMILY = "transformer"
@@ -61,7 +59,6 @@ class TransformerConfig(ModelConfig):
 
     Fields left ``None`` are resolved on construction, so reading a config (or
     its :meth:`to_dict`) always shows the values the model uses:
-
     - ``n_kv_head``: ``n_head`` (plain multi-head attention); smaller values give
       grouped-query attention and must divide ``n_head``.
     - ``d_ff``: gpt2 ``4 * d_model``; llama ``int(8 * d_model / 3)`` rounded up to a
@@ -180,12 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset(name: str, **overrides) -> TransformerConfig:
     """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown transformer preset {name!r}; known presets: {', '.join(PRESETS)}")
-    if "vocab_size" not in overrides:
-        raise ConfigError(f"preset {name!r} needs vocab_size (from the tokenizer), "
-                          f"e.g. preset({name!r}, vocab_size=tokenizer.vocab_size)")
-    return TransformerConfig.from_dict({**PRESETS[name], **overrides})
+    return preset_config(TransformerConfig, "transformer", PRESETS, name, overrides)
 
 
 # ---------------------------------------------------------------------------
@@ -391,8 +383,7 @@ class TransformerLM(LanguageModel, keras.Model):
     def hidden_states(self, token_ids, training=None, lengths=None):
         """``(B, T, d)`` states after the last layer and the final norm: what the output layer and task heads read.
 
-        ``lengths`` ``(B,)`` (real tokens per row) is part of the common contract; a causal model needs
-        no mask for right padding, as no real token sees the padding after it.
+        ``lengths`` is accepted for the common contract (:meth:`~lmlab.models.base.LanguageModel.hidden_states`).
         """
         x = self._embed(token_ids, 0, training)  # (B, T, d)
         for block in self.blocks:
@@ -480,14 +471,8 @@ class TransformerLM(LanguageModel, keras.Model):
 
 
 def build_transformer(config: TransformerConfig, seed: int | None = None, **kwargs) -> TransformerLM:
-    """A :class:`TransformerLM` with its weights built (by a call on a dummy batch).
-
-    The same ``config`` and integer ``seed`` give the same weights. ``kwargs`` go to
-    :class:`TransformerLM` (e.g. ``dtype="mixed_bfloat16"``).
-    """
-    model = TransformerLM(config, seed=seed, **kwargs)
-    model(ops.zeros((1, 1), dtype="int32"))
-    return model
+    """A :class:`TransformerLM` with its weights built; the same ``config`` and ``seed`` give the same weights."""
+    return build_built(TransformerLM, config, seed, **kwargs)
 
 
 __all__ = [

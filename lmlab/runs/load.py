@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmlab.core.errors import ConfigError
-from lmlab.tokenizers import Tokenizer, load_tokenizer
+from lmlab.models import registry
+from lmlab.runs.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint
 from lmlab.runs.folder import RUN_CONFIG, read_run_config
+from lmlab.runs.ngram import MODEL_FOLDER, load_token_ngram
+from lmlab.tokenizers import Tokenizer, load_tokenizer
 
 
 @dataclass
@@ -22,8 +25,6 @@ class LoadedRun:
 
 def load_run(folder, which: str = "best") -> LoadedRun:
     """The model of a run at its ``best`` (default) or ``last`` checkpoint, with its tokenizer."""
-    from lmlab.models import registry
-    from lmlab.runs.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint
 
     folder = Path(folder)
     if which not in ("best", "last"):
@@ -32,7 +33,6 @@ def load_run(folder, which: str = "best") -> LoadedRun:
         raise ConfigError(f"{folder}: not a run folder (no {RUN_CONFIG})")
     config = read_run_config(folder)
     if not registry.family(config["model"].get("family", "transformer")).neural:  # counted: its own folder
-        from lmlab.runs.ngram import MODEL_FOLDER, load_token_ngram
 
         model = load_token_ngram(folder)
         return LoadedRun(folder, config, model, model.tokenizer, folder / MODEL_FOLDER, 0)

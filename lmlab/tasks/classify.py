@@ -13,11 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
+from lmlab.core.progress import progress_bar
+from lmlab.tasks.augment import Augmenter, augment_examples, corpus_vocabulary, parse_operations, synonym_sources
 from lmlab.tasks.batching import ClassificationData, encode_texts, input_prefix
 from lmlab.tasks.config import FinetuneConfig
-from lmlab.tasks.readers.labelled import describe, label_ids, label_set, read_labelled
 from lmlab.tasks.metrics.classification import classification_metrics
 from lmlab.tasks.readers.examples import split_off
+from lmlab.tasks.readers.labelled import describe, label_ids, label_set, read_labelled
 
 
 def class_weights(config: FinetuneConfig, ids: Sequence[int], count: int) -> list[float]:
@@ -38,7 +40,6 @@ class ClassifyTask:
         self.lm = self.head = None
 
     def read(self, train, valid) -> None:
-
         o, c = self.options, self.config
         columns = dict(format=o.get("format", "auto"), text_column=o.get("text_column"),
                        label_column=o.get("label_column"))
@@ -70,8 +71,6 @@ class ClassifyTask:
         self.valid_data = ClassificationData(valid_texts, valid_ids, [1.0] * len(valid_ids), length)
 
     def _augment(self, examples, ids):
-        from lmlab.tasks.augment import Augmenter, augment_examples, corpus_vocabulary, parse_operations, synonym_sources
-
         c, o = self.config, self.options
         operations = parse_operations(c.augment)
         vocabulary = None
@@ -110,14 +109,19 @@ class ClassifyTask:
                 "train_texts": len(self.train_data), "texts_cut": self.cut}
 
 
-def evaluate_data(stepper, data: ClassificationData, batch_size: int) -> tuple[np.ndarray, float, float]:
-    """Class probabilities ``(N, C)`` in the data's order, with the summed weighted loss and weight."""
+def evaluate_data(stepper, data: ClassificationData, batch_size: int,
+                  progress=None) -> tuple[np.ndarray, float, float]:
+    """Class probabilities ``(N, C)`` in the data's order, with the summed weighted loss and weight.
+
+    ``progress``: called with the number of texts each batch scored."""
     rows, total, count = [], 0.0, 0.0
     for batch in data.batches(batch_size):
         t, n, logits = stepper.evaluate(batch.inputs, batch.targets, batch.weights)
         keep = batch.rows >= 0
         rows.append((batch.rows[keep], logits[keep]))
         total, count = total + t, count + n
+        if progress:
+            progress(int(keep.sum()))
     order = np.concatenate([r for r, _ in rows])
     logits = np.concatenate([values for _, values in rows])[np.argsort(order)]
     logits = logits - logits.max(axis=1, keepdims=True)
@@ -125,8 +129,8 @@ def evaluate_data(stepper, data: ClassificationData, batch_size: int) -> tuple[n
     return exp / exp.sum(axis=1, keepdims=True), total, count
 
 
-def classify_texts(finetuned, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """Class probabilities ``(N, C)`` of a fine-tuned classifier for ``texts``."""
+def classify_texts(finetuned, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    """Class probabilities ``(N, C)`` of a fine-tuned classifier for ``texts`` (``progress``: a bar on stderr)."""
     from lmlab.training.steps import TaskStepper
 
     block = finetuned.lm.config.block_size
@@ -135,4 +139,8 @@ def classify_texts(finetuned, texts: Sequence[str], batch_size: int = 32) -> np.
     data = ClassificationData(encoded, [0] * len(encoded), [1.0] * len(encoded), block)
     stepper = finetuned.__dict__.get("_stepper") or TaskStepper(finetuned.classifier)
     finetuned.__dict__["_stepper"] = stepper
-    return evaluate_data(stepper, data, batch_size)[0]
+    bar = progress_bar(progress, "classify", " texts", len(encoded))
+    try:
+        return evaluate_data(stepper, data, batch_size, bar.update)[0]
+    finally:
+        bar.close()

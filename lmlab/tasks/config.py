@@ -9,11 +9,12 @@ accuracy (classification) or loss (generation).
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from dataclasses import dataclass
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.records import Record, is_real
+from lmlab.tasks.augment.operations import parse_operations
 
 TASKS = ("classify", "generate", "span")  # span: extractive QA with an encoder (lmlab.tasks.span)
 POOLINGS = ("last", "mean", "cls")
@@ -21,7 +22,9 @@ CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Record):
+    record_name = "fine-tuning config"
+
     task: str = "classify"
     # classification
     pooling: str = "last"
@@ -65,18 +68,16 @@ class FinetuneConfig:
                      "doc_stride"):
             _integer(self, name, 0)
         for name in ("learning_rate", "epochs"):
-            if not _number(getattr(self, name)) or getattr(self, name) <= 0:
+            if not is_real(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a number > 0, got {getattr(self, name)!r}")
         for name in ("weight_decay", "grad_clip"):
-            if not _number(getattr(self, name)) or getattr(self, name) < 0:
+            if not is_real(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         for name in ("warmup_ratio", "valid_fraction"):
-            if not _number(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
+            if not is_real(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         self.class_weight_values(1)  # the spelling; the count is checked against the labels later
         if self.augment:
-            from lmlab.tasks.augment.operations import parse_operations
-
             parse_operations(self.augment)
             if self.task != "classify":
                 raise ConfigError("--augment applies to classification data (--task classify)")
@@ -96,20 +97,6 @@ class FinetuneConfig:
             raise ConfigError(f"{len(values)} class weights for {count} labels")
         return values
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FinetuneConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown fine-tuning field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
-
-
-def _number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _integer(config, name: str, minimum: int) -> None:

@@ -20,7 +20,13 @@ from lmlab.core.errors import ConfigError
 from lmlab.core.io import atomic_open, write_json
 from lmlab.core.progress import progress_bar
 from lmlab.generate.search import DecodeConfig
+from lmlab.tasks.classify import classify_texts
 from lmlab.tasks.folder import load_finetuned
+from lmlab.tasks.generate import complete
+from lmlab.tasks.metrics import generation_metrics
+from lmlab.tasks.metrics.classification import classification_metrics
+from lmlab.tasks.readers.labelled import label_ids, read_labelled
+from lmlab.tasks.readers.pairs import group_references, read_task_examples
 
 
 def evaluate_task(folder, test, task: str | None = None, decode: DecodeConfig | None = None,
@@ -33,7 +39,7 @@ def evaluate_task(folder, test, task: str | None = None, decode: DecodeConfig | 
     options = dict(data_options or {})
     started = time.perf_counter()
     if finetuned.task == "classify":
-        result, rows = _classification(finetuned, test, options, limit)
+        result, rows = _classification(finetuned, test, options, limit, progress)
     elif finetuned.task == "span":
         from lmlab.tasks.span import evaluate_span
 
@@ -52,16 +58,12 @@ def evaluate_task(folder, test, task: str | None = None, decode: DecodeConfig | 
     return {**result, "metrics_file": str(out)}
 
 
-def _classification(finetuned, test, options: dict, limit):
-    from lmlab.tasks.classify import classify_texts
-    from lmlab.tasks.readers.labelled import label_ids, read_labelled
-    from lmlab.tasks.metrics.classification import classification_metrics
-
+def _classification(finetuned, test, options: dict, limit, progress: bool = False):
     examples = read_labelled(test, options.get("format", "auto"), options.get("text_column"),
                              options.get("label_column"))
     examples = examples[:limit] if limit else examples
     true = label_ids(examples, finetuned.labels, "test data")
-    probabilities = classify_texts(finetuned, [e.text for e in examples])
+    probabilities = classify_texts(finetuned, [e.text for e in examples], progress=progress)
     predicted = probabilities.argmax(axis=1)
     labels = finetuned.labels
     rows = [{"text": e.text, "label": e.label, "predicted": labels[p], "probability": float(probabilities[i, p])}
@@ -70,10 +72,6 @@ def _classification(finetuned, test, options: dict, limit):
 
 
 def _generation(finetuned, test, options: dict, limit, decode: DecodeConfig, max_new_tokens, metrics, progress):
-    from lmlab.tasks.generate import complete
-    from lmlab.tasks.metrics import generation_metrics
-    from lmlab.tasks.readers.pairs import group_references, read_task_examples
-
     settings = finetuned.config["generate"]
     examples = read_task_examples(test, options.get("format") or settings["format"],
                                   options.get("swap", settings["swap"]),

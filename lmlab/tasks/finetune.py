@@ -14,31 +14,35 @@ import json
 import math
 import shutil
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
 from lmlab.core.errors import ConfigError
 from lmlab.core.io import write_json
+from lmlab.core.progress import progress_bar
+from lmlab.runs.load import load_run
 from lmlab.tasks.batching import check_neural, input_prefix, is_masked_lm
+from lmlab.tasks.classify import ClassifyTask
 from lmlab.tasks.config import FinetuneConfig
 from lmlab.tasks.folder import CONFIG, read_config, save_weights
+from lmlab.tasks.generate import GenerateTask
+from lmlab.training.config import TrainConfig
+from lmlab.training.optimizer import build_optimizer
 
 
 def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = None, data_options: dict | None = None,
-             checkpoint: str = "best", overwrite: bool = False, log=print) -> dict:
+             checkpoint: str = "best", overwrite: bool = False, log=print, progress: bool = False) -> dict:
     """Fine-tune ``base_run`` on ``train`` (and ``valid``) into the new folder ``out``; returns the results.
 
     ``data_options``: ``format``, ``text_column``, ``label_column`` (classification),
     ``swap``, ``target_field``, ``limit`` (generation), and the augmentation's
-    synonym sources ``wordnet``, ``cilin``, ``neighbours``.
+    synonym sources ``wordnet``, ``cilin``, ``neighbours``. ``progress``: a bar over the steps on stderr.
     """
     import keras
 
-    from lmlab.runs.load import load_run
     from lmlab.training.steps import TaskStepper
-    from lmlab.training.config import TrainConfig
-    from lmlab.training.optimizer import build_optimizer
 
     config = config or FinetuneConfig()
     options = dict(data_options or {})
@@ -47,8 +51,6 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     base = load_run(base_run, checkpoint)
     check_neural(base.model)
     if config.task == "classify":
-        from lmlab.tasks.classify import ClassifyTask
-
         task = ClassifyTask(config, base.tokenizer, base.model.config.block_size, options, log,
                             prefix=input_prefix(base.model, base.tokenizer))
     elif config.task == "span":
@@ -59,8 +61,6 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
         raise ConfigError("an encoder (masked language model) does not generate text: fine-tune it with "
                           "--task classify or --task span")
     else:
-        from lmlab.tasks.generate import GenerateTask
-
         task = GenerateTask(config, base.tokenizer, base.model.config.block_size, options, log)
     task.read(train, valid)
 
@@ -99,16 +99,19 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     best_metrics: dict = {}
     started = time.perf_counter()
     log_every = max(1, min(interval, total) // 5)
-    with open(out / "log.jsonl", "a", encoding="utf-8") as log_file:
+    with (open(out / "log.jsonl", "a", encoding="utf-8") as log_file,
+          closing(progress_bar(progress, "finetune", " step", total)) as bar):
         while step < total:
             for batch in task.train_data.batches(config.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
                 loss, norm = stepper.train(batch.inputs, batch.targets, batch.weights)
                 step += 1
+                bar.update(1)
                 if not math.isfinite(loss):
                     raise ConfigError(f"the loss became {loss} at step {step}; lower --lr")
                 if step % log_every == 0:
                     log_file.write(json.dumps({"step": step, "loss": loss, "grad_norm": norm,
                                                "learning_rate": float(schedule(step - 1))}) + "\n")
+                    bar.set_postfix(loss=f"{loss:.4f}")
                 if step % interval == 0 or step == total:
                     metrics = task.validate(stepper)
                     improved = metrics["val_score"] > best

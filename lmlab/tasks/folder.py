@@ -1,7 +1,6 @@
 """The fine-tuned result: a run-like folder that stands alone.
 
 Layout::
-
     config.json      task, model config, fine-tuning config, labels or template, base run
     tokenizer.json   the base run's tokenizer
     checkpoints/     step-N/model.safetensors (the language model, keyed as in
@@ -30,6 +29,8 @@ import numpy as np
 from lmlab.core.errors import ConfigError
 from lmlab.core.io import read_json, write_json
 from lmlab.runs.checkpoint import MODEL_FILE, load_tensors, model_tensors, write_step
+from lmlab.runs.load import load_run
+from lmlab.tasks.readers.templates import Template
 
 CONFIG = "config.json"
 HEAD_FILE = "head.safetensors"
@@ -67,8 +68,6 @@ class Finetuned:
 
     @property
     def template(self):
-        from lmlab.tasks.readers.templates import Template
-
         return Template.from_dict(self.config["generate"]["template"])
 
 
@@ -119,8 +118,6 @@ def load_finetuned(folder, which: str = "best") -> Finetuned:
 
 
 def _load(folder: Path, which: str) -> Finetuned:
-    from lmlab.runs.load import load_run
-
     config = read_config(folder)
     run = load_run(folder, which)
     classifier = None

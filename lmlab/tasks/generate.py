@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lmlab.tokenizers.segment import detect_lang
 from lmlab.core.errors import ConfigError
 from lmlab.tasks.batching import CompletionData
 from lmlab.tasks.config import FinetuneConfig
-from lmlab.tasks.readers.examples import TaskExample
 from lmlab.tasks.prompts import fit_prompt, training_sequence
+from lmlab.tasks.readers.examples import TaskExample, split_off
+from lmlab.tasks.readers.pairs import read_task_examples
 from lmlab.tasks.readers.templates import load_template
-from lmlab.tasks.readers.examples import split_off
+from lmlab.tokenizers.segment import detect_lang
 
 
 def targets_lang(examples: Sequence[TaskExample], lang: str = "auto") -> str:
@@ -33,14 +33,11 @@ class GenerateTask:
         self.lm = self.head = None
 
     def _read(self, path):
-        from lmlab.tasks.readers.pairs import read_task_examples
-
         o = self.options
         return read_task_examples(path, o.get("format", "auto"), o.get("swap", False), o.get("target_field", "target"),
                                   o.get("limit"))
 
     def read(self, train, valid) -> None:
-
         c = self.config
         train_examples = self._read(train)
         if valid:

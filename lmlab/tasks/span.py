@@ -25,9 +25,11 @@ from keras import ops
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.tasks.batching import Batch, batch_orders, check_neural, is_masked_lm, padded_length
+from lmlab.tasks.config import FinetuneConfig
 from lmlab.tasks.metrics.squad import squad_scores
-from lmlab.tokenizers.specials import special_ids
 from lmlab.tasks.readers.examples import split_off
+from lmlab.tasks.readers.squad import read_squad
+from lmlab.tokenizers.specials import special_ids
 
 MIN_WINDOW = 8
 
@@ -118,8 +120,6 @@ class SpanTask:
     # -- data ---------------------------------------------------------------
 
     def read(self, train, valid) -> None:
-        from lmlab.tasks.readers.squad import read_squad
-
         train_examples = read_squad(train, log=self.log)
         if self.options.get("limit"):
             train_examples = train_examples[:self.options["limit"]]
@@ -227,8 +227,6 @@ def _language(examples) -> str:
 
 def evaluate_span(finetuned, test, limit: int | None = None) -> tuple[dict, list[dict]]:
     """``lmlab evaluate-task`` for an extractive-QA folder: exact match and F1 on a SQuAD file."""
-    from lmlab.tasks.config import FinetuneConfig
-    from lmlab.tasks.readers.squad import read_squad
     from lmlab.training.steps import TaskStepper
 
     config = FinetuneConfig.from_dict(finetuned.config["finetune"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmlab.core.errors import ConfigError
+from lmlab.tokenizers.segment import segment_words
 
 MASK_TOKENS = ("[MASK]", "<mask>")
 CLS_TOKENS = ("[CLS]", "<s>")
@@ -85,8 +86,6 @@ class WordBoundaries:
         return starts
 
     def _group_chinese(self, tokens, cjk, starts):
-        from lmlab.tokenizers.segment import segment_words
-
         for row in range(tokens.shape[0]):
             column, width = 0, tokens.shape[1]
             while column < width:

@@ -20,6 +20,7 @@ import numpy as np
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.tokenizers.base import FORMAT_KEY, FORMAT_VERSION, Tokenizer
+from lmlab.tokenizers.segment import segment_words
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -131,8 +132,6 @@ class WordTokenizer(VocabularyTokenizer):
 
     def words(self, text: str) -> list[str]:
         if self.segmenter == "jieba":
-            from lmlab.tokenizers.segment import segment_words
-
             return segment_words(text)
         return text.split()
 

@@ -8,7 +8,6 @@ The defaults are nanoGPT's CPU Shakespeare recipe.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import reprlib
@@ -17,13 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.records import Record
+from lmlab.models.registry import ALIASES, family
+from lmlab.training.distribute.mesh import check as check_distribute
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 COMPILE_MODES = ("auto", "xla", "graph")  # how TensorFlow compiles the step (lmlab.training.steps.use_xla)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Record):
+    record_name = "training config"
+
     data: str = ""  # a folder made by lmlab prepare
     family: str = "transformer"  # transformer | rnn | gated_cnn (see lmlab.models.registry)
     preset: str = "shakespeare-char"
@@ -80,7 +84,6 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {_show(value)}")
         if not isinstance(self.skip_bad_batches, bool):
             raise ConfigError(f"skip_bad_batches must be true or false, got {_show(self.skip_bad_batches)}")
-        from lmlab.training.distribute.mesh import check as check_distribute
 
         check_distribute(self.distribute, self.mesh)
         if self.warmup_steps >= self.max_steps:
@@ -89,7 +92,6 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
-        from lmlab.models.registry import ALIASES, family
 
         family(self.family)  # raises for an unknown family
         if self.family in ALIASES:
@@ -97,20 +99,6 @@ class TrainConfig:
         if not isinstance(self.model, dict) or not all(isinstance(key, str) for key in self.model):
             raise ConfigError(f"model must be a mapping of model field names to values, got {_show(self.model)}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        if not isinstance(data, dict):
-            raise ConfigError("a training config must be a mapping of fields")
-        known = {f.name for f in dataclasses.fields(cls)}
-        if not all(isinstance(key, str) for key in data):
-            raise ConfigError(f"config field names must be strings, got {_show(list(data))}")
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
 
 
 def _show(value) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lmlab.core.errors import ConfigError
 from lmlab.core.io import write_json
+from lmlab.core.progress import progress_bar
 from lmlab.data.shards import load_manifest, open_split
 from lmlab.models.ngram.model import NGramConfig, NGramLM
 from lmlab.runs.folder import RUN_CONFIG, data_reference
@@ -18,8 +19,24 @@ from lmlab.runs.ngram import MODEL_FOLDER, TokenNGram, sentences_of, symbols_of
 from lmlab.tokenizers import load_tokenizer
 
 
-def train_ngram(config, run_dir, log=print) -> dict:
-    """``lmlab train --model ngram``: count the training split, save, report validation scores."""
+def _counted(sentences, bar, total: int, every: int = 65536):
+    """``sentences`` unchanged, with the bar advanced by the tokens they hold (end tokens included), up to
+    ``total`` (a trailing piece has no end token)."""
+    done = shown = 0
+    for sentence in sentences:
+        yield sentence
+        done += len(sentence) + 1
+        if done - shown >= every:
+            bar.update(min(done, total) - shown)
+            shown = min(done, total)
+    if min(done, total) > shown:
+        bar.update(min(done, total) - shown)
+
+
+def train_ngram(config, run_dir, log=print, progress: bool = False) -> dict:
+    """``lmlab train --model ngram``: count the training split, save, report validation scores.
+
+    ``progress``: a bar on stderr over the training tokens counted."""
     run_dir = Path(run_dir)
     if (run_dir / RUN_CONFIG).exists():
         raise ConfigError(f"{run_dir} already holds a run; choose another --out")
@@ -29,7 +46,12 @@ def train_ngram(config, run_dir, log=print) -> dict:
     ngram_config = NGramConfig(**options) if options else NGramConfig()
     train_split = open_split(config.data, "train")
     log(f"counting {train_split.tokens:,} training tokens for an order-{ngram_config.order} Kneser-Ney model ...")
-    model = NGramLM.train(sentences_of(train_split), ngram_config, vocabulary=symbols_of(tokenizer))
+    bar = progress_bar(progress, "count", " tokens", train_split.tokens)
+    try:
+        model = NGramLM.train(_counted(sentences_of(train_split), bar, train_split.tokens), ngram_config,
+                              vocabulary=symbols_of(tokenizer))
+    finally:
+        bar.close()
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / MODEL_FOLDER)
     tokenizer.save(run_dir / "tokenizer.json")

@@ -1,7 +1,6 @@
 """The training loop: one run directory per run, exact resume, periodic evaluation.
 
 Run directory::
-
     config.json        the resolved training config, model config and data reference
     tokenizer.json     a copy of the data's tokenizer, so the run stands alone
     log.jsonl          one JSON line per logged step and per evaluation
@@ -27,17 +26,20 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.models import registry
-from lmlab.data.windows import RandomWindows
-from lmlab.data.shards import load_manifest, open_split
-from lmlab.training.distribute import is_chief_process, placement_for
 from lmlab.core.errors import ConfigError, LmlabError
 from lmlab.core.faults import poisoned_steps
 from lmlab.core.io import write_json
 from lmlab.core.progress import progress_bar
-from lmlab.tokenizers import load_tokenizer
+from lmlab.data.masking import MaskedWindows
+from lmlab.data.shards import load_manifest, open_split
+from lmlab.data.windows import RandomWindows
+from lmlab.models import registry
+from lmlab.runs.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from lmlab.runs.folder import RUN_CONFIG, data_reference, read_run_config, write_run_config
+from lmlab.tokenizers import load_tokenizer
 from lmlab.training.config import TrainConfig
+from lmlab.training.distribute import is_chief_process, placement_for
+from lmlab.training.ngram import train_ngram
 from lmlab.training.optimizer import build_optimizer
 
 MAX_BAD_BATCHES_IN_A_ROW = 10  # with skip_bad_batches: this many in a row means the model itself diverged
@@ -89,7 +91,6 @@ class Trainer:
 
         block = self.model_config.block_size
         if registry.family(config.family).objective == "mlm":  # masked tokens instead of next tokens
-            from lmlab.data.masking import MaskedWindows
 
             self.batches = MaskedWindows(self.train_split, self.model_config, tokenizer,
                                          config.batch_size * config.grad_accum, config.seed)
@@ -120,8 +121,6 @@ class Trainer:
             keras.config.set_dtype_policy("float32")
 
     def _run(self) -> dict:
-        from lmlab.runs.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-
         config = self.config
         self._setup()
         step, best, stale, elapsed = 0, math.inf, 0, 0.0
@@ -257,9 +256,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = F
         if not registry.family(saved["model"].get("family", "transformer")).neural:
             raise ConfigError(f"{run_dir} is an n-gram run, counted in one pass: there is nothing to resume")
     if not registry.family(config.family).neural:
-        from lmlab.training.ngram import train_ngram
-
-        return train_ngram(config, run_dir, log)
+        return train_ngram(config, run_dir, log, progress=progress)
     return Trainer(config, run_dir, resume, progress, log).run()
 
 
@@ -270,8 +267,11 @@ class _TensorBoard:
             return
         try:
             import tensorflow as tf
+            from tensorflow.core.framework.summary_pb2 import DataClass, SummaryMetadata
 
             self._tf, self._writer = tf, tf.summary.create_file_writer(str(folder))
+            self._metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"),
+                                             data_class=DataClass.DATA_CLASS_SCALAR)
         except Exception:  # TensorBoard is optional: never fail a run over it
             self._writer = None
 
@@ -281,7 +281,10 @@ class _TensorBoard:
         with self._writer.as_default():
             for name, value in values.items():
                 if name != "step":
-                    self._tf.summary.scalar(name, value, step=step)
+                    # the raw summary op with the scalars plugin's metadata: what tf.summary.scalar
+                    # writes, without needing the tensorboard package installed to write it
+                    self._tf.summary.write(name, self._tf.constant(float(value), self._tf.float32), step=step,
+                                           metadata=self._metadata)
 
     def close(self):
         if self._writer is not None:

@@ -5,7 +5,6 @@ adjust_counts → initial_probabilities → interpolate; see each module) and an
 queries the way KenLM's ``query`` does (:mod:`query`).
 
 Training input, two forms (:meth:`NGramLM.train`):
-
 - ``sentences``: an iterable of lists of words (strings), one list per sentence,
   e.g. ``read_sentences("train.txt")`` or ``(line.split() for line in f)``;
 - token shards: an iterable of 1-D integer arrays, one per sentence, plus
@@ -18,7 +17,6 @@ array operations (:mod:`count`). The reserved words ``<s>``, ``</s>`` and ``<unk
 may not appear in the training text (``lmplz`` refuses them too).
 
 On disk (:meth:`NGramLM.save`), a folder::
-
     config.json          family, config, vocabulary size, counts, statistics (discounts, ...)
     vocabulary.json      the words, indexed by id (<unk>, <s>, </s> first)
     model.safetensors    per order k: keys.k (int64), log10_prob.k, log10_backoff.k (float32)
@@ -30,7 +28,6 @@ import dataclasses
 import itertools
 import json
 import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -39,6 +36,7 @@ import numpy as np
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.core.io import atomic_open, read_json, write_json
+from lmlab.core.records import Record, is_int, is_real
 from lmlab.models.ngram import arpa, query
 from lmlab.models.ngram.count import Counter, sentence_stream
 from lmlab.models.ngram.pipeline import estimate
@@ -56,7 +54,7 @@ CONFIG_FILE, VOCABULARY_FILE, ARRAYS_FILE = "config.json", "vocabulary.json", "m
 
 
 @dataclass(frozen=True)
-class NGramConfig:
+class NGramConfig(Record):
     """How to estimate an interpolated modified Kneser-Ney model (``lmplz`` options).
 
     - ``order``: n-gram order, 1 to 6 (``lmplz -o``);
@@ -69,6 +67,8 @@ class NGramConfig:
     - ``chunk_tokens``: tokens counted at a time (memory, not results).
     """
 
+    record_name = "n-gram config"
+
     order: int = 5
     prune: tuple[int, ...] = ()
     family: str = FAMILY
@@ -78,12 +78,12 @@ class NGramConfig:
     def __post_init__(self):
         if self.family != FAMILY:
             raise ConfigError(f"family: expected {FAMILY!r}, got {self.family!r}")
-        if not _is_int(self.order) or not 1 <= self.order <= MAX_ORDER:
+        if not is_int(self.order) or not 1 <= self.order <= MAX_ORDER:
             raise ConfigError(f"order: must be an integer from 1 to {MAX_ORDER}, got {self.order!r}")
         if isinstance(self.prune, (str, bytes)) or not isinstance(self.prune, Iterable):
             raise ConfigError(f"prune: must be a list of counts, one per order, got {self.prune!r}")
         prune = tuple(self.prune)
-        if not all(_is_int(p) and p >= 0 for p in prune):
+        if not all(is_int(p) and p >= 0 for p in prune):
             raise ConfigError(f"prune: thresholds must be non-negative integers, got {list(prune)!r}")
         if len(prune) > self.order:
             raise ConfigError(f"prune: {len(prune)} thresholds for an order-{self.order} model")
@@ -98,11 +98,11 @@ class NGramConfig:
             if isinstance(fallback, (str, bytes)) or not isinstance(fallback, Iterable):
                 raise ConfigError(f"discount_fallback: must be three numbers (D1, D2, D3+), got {fallback!r}")
             fallback = tuple(fallback)
-            if len(fallback) != 3 or not all(_is_real(d) for d in fallback) or not all(
+            if len(fallback) != 3 or not all(is_real(d) for d in fallback) or not all(
                     0 <= d <= j for j, d in enumerate(fallback, 1)):
                 raise ConfigError(f"discount_fallback: must be three numbers with 0 <= D_j <= j, got {fallback!r}")
             object.__setattr__(self, "discount_fallback", tuple(float(d) for d in fallback))
-        if not _is_int(self.chunk_tokens) or self.chunk_tokens < 1:
+        if not is_int(self.chunk_tokens) or self.chunk_tokens < 1:
             raise ConfigError(f"chunk_tokens: must be a positive integer, got {self.chunk_tokens!r}")
         object.__setattr__(self, "order", int(self.order))  # NumPy integers become plain ints (JSON)
         object.__setattr__(self, "chunk_tokens", int(self.chunk_tokens))
@@ -119,23 +119,6 @@ class NGramConfig:
             data["discount_fallback"] = list(self.discount_fallback)
         return data
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "NGramConfig":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"an n-gram config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{unknown[0]}: not an n-gram config field (known: {', '.join(sorted(known))})")
-        return cls(**data)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------
@@ -346,7 +329,6 @@ class NGramLM:
 
         With T tokens (words and one ``</s>`` per sentence), total log10 L, and the OOV
         words (not in the vocabulary, scored as ``<unk>``) numbering O with total L_oov::
-
             perplexity                = 10^(-L / T)
             perplexity_excluding_oov  = 10^(-(L - L_oov) / (T - O))
         """
@@ -382,9 +364,9 @@ class NGramLM:
         (the back-off rule over the whole vocabulary), never ``<s>`` or ``<unk>``; the
         ``</s>`` that ends a sentence is not returned. ``bos``: the context starts a sentence.
         """
-        if not _is_int(max_words) or max_words < 0:
+        if not is_int(max_words) or max_words < 0:
             raise ConfigError(f"max_words: must be a non-negative integer, got {max_words!r}")
-        if not _is_int(seed):
+        if not is_int(seed):
             raise ConfigError(f"seed: must be an integer, got {seed!r}")
         rng = np.random.default_rng(seed)
         history = ([BOS] if bos else []) + self._ids(context).tolist()

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Sequence
 
 from lmlab.core.io import atomic_open
+from lmlab.core.progress import progress_bar
 from lmlab.tasks.augment.operations import Augmenter
+from lmlab.tasks.augment.sources import synonym_sources
 from lmlab.tasks.augment.stopwords import default_stop_words
 from lmlab.tasks.augment.words import resolve_lang, split_words
 from lmlab.tasks.readers.examples import LabelledText
+from lmlab.tasks.readers.labelled import read_labelled
 
 
 def corpus_vocabulary(texts: Sequence[str], lang: str = "auto") -> list[str]:
@@ -33,19 +36,26 @@ def corpus_vocabulary(texts: Sequence[str], lang: str = "auto") -> list[str]:
     return sorted(words)
 
 
-def augment_examples(examples: Sequence[LabelledText], augmenter: Augmenter,
-                     keep_original: bool = True) -> tuple[list[LabelledText], list[str | None], list[int]]:
-    """The augmented data set: examples, the operation behind each (None: original), source rows."""
+def augment_examples(examples: Sequence[LabelledText], augmenter: Augmenter, keep_original: bool = True,
+                     progress: bool = False) -> tuple[list[LabelledText], list[str | None], list[int]]:
+    """The augmented data set: examples, the operation behind each (None: original), source rows.
+
+    ``progress``: a bar over the texts augmented on stderr."""
     out, operations, rows = [], [], []
-    for index, example in enumerate(examples):
-        if keep_original:
-            out.append(example)
-            operations.append(None)
-            rows.append(index)
-        for new in augmenter.augment(example.text, index):
-            out.append(LabelledText(new.text, example.label, f"{example.where} ({new.operation} copy)"))
-            operations.append(new.operation)
-            rows.append(index)
+    bar = progress_bar(progress, "augment", " texts", len(examples))
+    try:
+        for index, example in enumerate(examples):
+            if keep_original:
+                out.append(example)
+                operations.append(None)
+                rows.append(index)
+            for new in augmenter.augment(example.text, index):
+                out.append(LabelledText(new.text, example.label, f"{example.where} ({new.operation} copy)"))
+                operations.append(new.operation)
+                rows.append(index)
+            bar.update(1)
+    finally:
+        bar.close()
     return out, operations, rows
 
 
@@ -74,10 +84,10 @@ def write_examples(path, examples: Sequence[LabelledText], operations: Sequence[
 
 
 def augment_file(source, destination, augmenter_options: dict, keep_original: bool = True, format: str = "auto",
-                 text_column=None, label_column=None) -> dict:
-    """Read, augment and write; returns counts (rows in, copies made per operation, rows out)."""
-    from lmlab.tasks.augment.sources import synonym_sources
-    from lmlab.tasks.readers.labelled import read_labelled
+                 text_column=None, label_column=None, progress: bool = False) -> dict:
+    """Read, augment and write; returns counts (rows in, copies made per operation, rows out).
+
+    ``progress``: a bar over the texts augmented on stderr."""
 
     examples = read_labelled(source, format, text_column, label_column, require_labels=False)
     options = dict(augmenter_options)
@@ -85,7 +95,7 @@ def augment_file(source, destination, augmenter_options: dict, keep_original: bo
     names = {name for name, _ in options["operations"]}
     vocabulary = corpus_vocabulary([e.text for e in examples], options.get("lang", "auto")) if "rv" in names else None
     augmenter = Augmenter(synonyms=sources, vocabulary=vocabulary, **options)
-    out, operations, rows = augment_examples(examples, augmenter, keep_original)
+    out, operations, rows = augment_examples(examples, augmenter, keep_original, progress)
     write_examples(destination, out, operations, rows)
     made: dict[str, int] = {}
     for operation in operations:

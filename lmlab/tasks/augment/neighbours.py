@@ -17,6 +17,8 @@ import numpy as np
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.core.io import read_json
+from lmlab.runs.checkpoint import MODEL_FILE, find_checkpoint
+from lmlab.tokenizers import load_tokenizer
 
 EMBEDDING_KEY = "token_embedding/embeddings"
 
@@ -29,8 +31,6 @@ class EmbeddingNeighbours:
     def __init__(self, run, k: int = 10, checkpoint: str = "best"):
         from safetensors.numpy import load_file
 
-        from lmlab.tokenizers import load_tokenizer
-        from lmlab.runs.checkpoint import MODEL_FILE, find_checkpoint
 
         run = Path(run)
         if not (run / "config.json").exists():

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 
 from lmlab.core.errors import ConfigError
+from lmlab.tasks.augment.cilin import Cilin
+from lmlab.tasks.augment.neighbours import EmbeddingNeighbours
+from lmlab.tasks.augment.wordnet import WordNet
 
 
 class _Lazy:
@@ -25,11 +28,7 @@ class _Lazy:
 
 def synonym_sources(wordnet=None, cilin=None, neighbours=None) -> dict:
     if neighbours:
-        from lmlab.tasks.augment.neighbours import EmbeddingNeighbours
-
         return {"*": _Lazy(lambda: EmbeddingNeighbours(neighbours))}
-    from lmlab.tasks.augment.cilin import Cilin
-    from lmlab.tasks.augment.wordnet import WordNet
 
     sources = {"en": _Lazy(lambda: WordNet(wordnet))}
     cilin = cilin or os.environ.get("LMLAB_CILIN")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from lmlab.core.errors import ConfigError
+from lmlab.tasks.metrics.bleu import corpus_bleu
 from lmlab.tasks.metrics.classification import classification_metrics
 from lmlab.tasks.metrics.rouge import corpus_rouge
 from lmlab.tasks.metrics.squad import squad_scores
@@ -22,8 +23,6 @@ def generation_metrics(names: Sequence[str], predictions: Sequence[str], referen
     if "rouge" in names:
         result.update(corpus_rouge(predictions, references, lang))
     if "bleu" in names:
-        from lmlab.tasks.metrics.bleu import corpus_bleu
-
         result.update(corpus_bleu(predictions, references, lang))
     if "squad" in names:
         result.update(squad_scores(predictions, references, lang))

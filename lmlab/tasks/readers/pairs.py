@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.core.io import read_text
 from lmlab.tasks.readers.examples import TaskExample
+from lmlab.tasks.readers.squad import read_squad
+from lmlab.tasks.readers.tables import json_records
 
 PAIR_FORMATS = ("squad", "tatoeba", "lcsts", "jsonl")
 
@@ -27,8 +28,6 @@ def read_task_examples(path, format: str = "auto", swap: bool = False, target_fi
     path = Path(path)
     format = detect_pair_format(path) if format == "auto" else format
     if format == "squad":
-        from lmlab.tasks.readers.squad import read_squad
-
         examples = read_squad(path)
     elif format == "tatoeba":
         examples = read_tatoeba(path, swap)
@@ -101,16 +100,8 @@ def read_lcsts(path: Path) -> list[TaskExample]:
 
 def read_jsonl_pairs(path: Path, target_field: str = "target") -> list[TaskExample]:
     examples = []
-    for number, line in enumerate(read_text(path, "JSONL file").splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, record in json_records(path, read_text(path, "JSONL file")):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: not valid JSON: {error.msg}") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object")
         if target_field not in record:
             raise DataError(f"{where}: no field {target_field!r} (fields: {', '.join(record)}); "
                             f"--target-field chooses")

@@ -59,7 +59,7 @@ class Table:
         if not text.strip():
             raise DataError(f"{self.path}: the file is empty")
         if self.format == "jsonl":
-            self.header, self.rows = None, list(_json_rows(self.path, text))
+            self.header, self.rows = None, list(json_records(self.path, text))
         elif self.format == "text":  # the whole line is the text: tabs and commas are part of it
             self.header = ["text"] if header else None
             self.rows = [(number, [line]) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
@@ -125,7 +125,8 @@ class Table:
         return self.header.index(column)
 
 
-def _json_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+def json_records(path, text: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSONL text; a bad line is an error naming it."""
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue

@@ -20,8 +20,9 @@ import os
 
 import numpy as np
 
-from lmlab.training.distribute.mesh import parse_mesh
 from lmlab.core.errors import ConfigError
+from lmlab.training.distribute.layouts import layout_map
+from lmlab.training.distribute.mesh import parse_mesh
 
 _initialized = False
 
@@ -66,7 +67,6 @@ class JaxMesh:
             if self.processes > 1:
                 raise ConfigError("distribute=model runs in one process (its devices sharded by the mesh); "
                                   "across processes use distribute=data")
-            from lmlab.training.distribute.layouts import layout_map
 
             axes = parse_mesh(mesh)
             batch = axes.get("batch", 1)
