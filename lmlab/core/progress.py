@@ -4,6 +4,14 @@ from __future__ import annotations
 
 
 class NullBar:
+    """What :func:`progress_bar` gives when it is off: the same calls (and ``with``), doing nothing."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
     def update(self, n: int = 1) -> None:
         pass
 
@@ -15,6 +23,7 @@ class NullBar:
 
 
 def progress_bar(enabled: bool, desc: str, unit: str, total: int | None = None, initial: int = 0):
+    """A tqdm bar on stderr, or a :class:`NullBar`; either closes itself as a ``with`` block ends."""
     if not enabled:
         return NullBar()
     from tqdm.auto import tqdm

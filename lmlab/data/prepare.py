@@ -1,6 +1,7 @@
 """``lmlab prepare``: raw corpora → cleaned units → tokenizer → token shards.
 
 The pipeline, one pass per step, each streaming with bounded memory:
+
 1. (``--split-order ordered`` only) count documents, to know where splits fall;
 2. train the tokenizer on the training split's text (skipped for a given
    tokenizer file; capped at ``tokenizer_max_chars`` characters);

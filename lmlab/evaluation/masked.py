@@ -44,8 +44,7 @@ def masked_scores(model, rows: np.ndarray, tokenizer, special, batch_size: int =
     """``types``: the rows' token types (sentence pairs); default all 0. ``progress``: a bar over the rows."""
     boundaries = WordBoundaries(tokenizer) if model.config.whole_word else None
     total = hits = count = 0.0
-    bar = progress_bar(progress, "eval masked", " rows", len(rows))
-    try:
+    with progress_bar(progress, "eval masked", " rows", len(rows)) as bar:
         for start in range(0, len(rows), batch_size):
             rng = np.random.default_rng((seed, start))
             x, y, w = mask_tokens(rows[start:start + batch_size], rng, special, tokenizer.vocab_size,
@@ -53,8 +52,6 @@ def masked_scores(model, rows: np.ndarray, tokenizer, special, batch_size: int =
             nll, hit = _nll_and_hits(model, x, y, None if types is None else types[start:start + batch_size])
             total, hits, count = total + (nll * w).sum(), hits + (hit * w).sum(), count + w.sum()
             bar.update(len(x))
-    finally:
-        bar.close()
     if not count:
         raise DataError("no token was selected for masking: the text is too short to score")
     return {"masked_loss": float(total / count), "masked_accuracy": float(hits / count), "masked_tokens": int(count)}
@@ -68,8 +65,7 @@ def pseudo_perplexity(model, rows: np.ndarray, special, max_tokens: int = 256, b
     scorable = ~np.isin(rows, special.all)
     where = np.argwhere(scorable)[:max_tokens]  # (N, 2): row, position
     total = 0.0
-    bar = progress_bar(progress, "eval pseudo-perplexity", " tokens", len(where))
-    try:
+    with progress_bar(progress, "eval pseudo-perplexity", " tokens", len(where)) as bar:
         for start in range(0, len(where), batch_size):
             chunk = where[start:start + batch_size]
             x = rows[chunk[:, 0]].copy()
@@ -78,8 +74,6 @@ def pseudo_perplexity(model, rows: np.ndarray, special, max_tokens: int = 256, b
             nll, _ = _nll_and_hits(model, x, y, None if types is None else types[chunk[:, 0]])
             total += nll[np.arange(len(chunk)), chunk[:, 1]].sum()
             bar.update(len(chunk))
-    finally:
-        bar.close()
     n = len(where)
     if not n:
         raise DataError("no token to score for pseudo-perplexity")

@@ -37,8 +37,7 @@ def score_windows(model, windows: SequentialWindows, progress: bool = False) -> 
 
     stepper = Stepper(model)
     total = count = 0.0
-    bar = progress_bar(progress, "eval", " windows", windows.num_windows)
-    try:
+    with progress_bar(progress, "eval", " windows", windows.num_windows) as bar:
         for x, y, mask in windows:
             real = len(x)
             if real < windows.batch_size:  # keep one compiled shape: pad the last batch
@@ -48,8 +47,6 @@ def score_windows(model, windows: SequentialWindows, progress: bool = False) -> 
             nll, n = stepper.evaluate(x, y, mask)
             total, count = total + nll, count + n
             bar.update(real)
-    finally:
-        bar.close()
     return total, int(count)
 
 
@@ -93,7 +90,6 @@ def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | 
             raise DataError(f"{data}: the {split} split is empty")
         source = f"{data}:{split}"
     if registry.family(run.config["model"].get("family", "transformer")).objective == "mlm":  # masked tokens
-
         result = evaluate_mlm(run.model, run.tokenizer, tokens, batch_size, progress=progress)
     else:
         result = evaluate_tokens(run.model, tokens, tokens.utf8_bytes, block, batch_size, stride, progress)

@@ -122,7 +122,6 @@ def _resolve(experiment: Experiment, run: RunSpec, vocab: int, longest_shard: in
     return PlannedRun(run, config, parameters, flops_per_token, tokens_per_step)
 
 
-
 def estimate_flops_per_token(module, model) -> int:
     """Training FLOPs per token from the family's own count, without building the model.
 
@@ -140,7 +139,6 @@ def estimate_flops_per_token(module, model) -> int:
 def _check_mask_token(experiment: Experiment, manifest: dict, run: RunSpec) -> None:
     """An encoder needs a mask token: say so before any run trains, not when the encoder starts."""
     from pathlib import Path
-
 
     tokenizer = load_tokenizer(Path(experiment.data) / manifest["tokenizer"].get("file", "tokenizer.json"))
     with at(f"{experiment.source}: runs[{run.index}] ({run.name}): data {experiment.data}"):

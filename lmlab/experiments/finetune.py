@@ -4,6 +4,7 @@ A masked-LM encoder's pseudo-perplexity is not a decoder's perplexity (each
 token sees both sides), so encoders and decoders are ranked together only by
 what both can do after pretraining at the same budget: classify, here
 through :func:`lmlab.tasks.finetune` and :func:`lmlab.tasks.evaluate_task`::
+
     finetune:
       task: classify                      # the one task compare ranks by (accuracy)
       train: $LMLAB_DATA/sst2/train.tsv   # labelled file (lmlab finetune --train)

@@ -2,6 +2,7 @@
 
 The arithmetic (Hoffmann et al. 2022, "Training Compute-Optimal Large Language
 Models", the Chinchilla rule; Kaplan et al. 2020 for the FLOPs):
+
 - training costs ``C = f · D`` FLOPs for ``D`` tokens at ``f`` FLOPs per token,
   ``f = 6N + 12·L·d·T`` (the model's own count: ``N`` weights, ``L`` layers of
   width ``d``, context ``T``; see :func:`lmlab.models.transformer.estimate_flops_per_token`);

@@ -1,6 +1,7 @@
 """The experiment file: what to train, on which data, under which budget.
 
 An experiment is a YAML mapping (see ``experiments/*.yaml`` and the README)::
+
     name: families-wikitext2           # default: the file name without .yaml
     data: runs/data/wikitext2-word     # a folder made by lmlab prepare
     prepare: {sources: [...], ...}     # optional: makes ``data`` when it is missing

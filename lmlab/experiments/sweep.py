@@ -1,6 +1,7 @@
 """Running an experiment: runs one after another, each in its own ordinary run folder; resumable.
 
 Output folder (default ``runs/compare/<name>``)::
+
     experiment.json        the resolved plan: every run's complete training config
     runs/<run id>/         an ordinary lmlab run folder (lmlab eval / generate work on it)
         trained.json       the trainer's results and timing, before evaluation
@@ -234,7 +235,6 @@ def _data(experiment: Experiment, dry_run: bool, log) -> dict | None:
         log(f"preparing {experiment.data} from {', '.join(sources)} ...")
         prepare(sources, folder, workers=workers, log=lambda m: log("    " + m), **options)
     return load_manifest(folder)
-
 
 
 def _wordpiece(folder: Path, options: dict, log) -> Path:

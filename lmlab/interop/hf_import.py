@@ -103,8 +103,6 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
         tok, data_ref = _data_reference(data, tok)
     import keras  # TensorFlow loads here, once the folder has passed the checks above
 
-
-
     tensors = CheckpointTensors.open(folder)
     try:
         keras.config.set_dtype_policy("float32" if train_config.precision == "float32" else train_config.precision)
@@ -121,7 +119,6 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
             weight.assign(weights.pop(variable_key(weight)))
         optimizer = None
         if data:  # fresh AdamW moments, as the trainer builds them: `lmlab train --resume` restores them
-
             optimizer, _ = build_optimizer(train_config, model)
         write_run(out, model, tok, train_config, data_ref, optimizer, extra={"imported_from": {
             "format": "huggingface", "folder": str(folder.resolve()), "architecture": arch.name,

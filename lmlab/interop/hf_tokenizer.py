@@ -1,6 +1,7 @@
 """lmlab tokenizers ↔ Hugging Face ``tokenizer.json`` and its companion files.
 
 Export writes a ``tokenizer.json`` that encodes exactly as the lmlab tokenizer:
+
 - ``bpe`` and ``hf`` tokenizers already are a ``tokenizer.json``: written as is;
 - ``char``: a ``WordLevel`` model over the characters, a pre-tokenizer that
   isolates every code point, ``<unk>`` for the rest, and a ``Fuse`` decoder;

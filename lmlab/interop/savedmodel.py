@@ -2,6 +2,7 @@
 
 The SavedModel holds the run's weights and two signatures, so it loads with
 ``tf.saved_model.load(DIR)`` without lmlab or Keras installed:
+
 - ``score(token_ids int32 (B, T))`` → ``log_probs`` float32 ``(B, T-1)``, the
   log-probability of each token given the ones before it, and
   ``total_log_prob`` ``(B,)``, their sum (also the ``serving_default``);
@@ -84,7 +85,6 @@ def _functions(model, block_size: int | None):
 def export_savedmodel(run, out, checkpoint: str = "best", overwrite: bool = False, log=print) -> dict:
     """Write ``run``'s model as a SavedModel folder ``out``; return a summary."""
     import keras
-
 
     if keras.backend.backend() != "tensorflow":
         raise ConfigError(f"a SavedModel is written from the TensorFlow backend; this process runs "

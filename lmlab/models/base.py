@@ -17,9 +17,7 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
-from lmlab.core.records import Record, check_fields, is_real
-
-is_number = is_real  # a finite real, not a bool: what every model config field that is a number must be
+from lmlab.core.records import Record, check_fields
 
 
 class ModelConfig(Record):

@@ -1,6 +1,7 @@
 """The Transformer encoder with a masked-language-model head, in BERT and RoBERTa styles.
 
 What this module holds, top to bottom:
+
 - :class:`EncoderConfig`: one frozen, validated, JSON-serialisable config, with
   the masked-LM pretraining settings (:mod:`lmlab.data.masking` reads them);
 - :data:`PRESETS` and :func:`preset`: named shapes, each citing what it mirrors;
@@ -11,6 +12,7 @@ What this module holds, top to bottom:
 References followed: BERT (Devlin et al. 2019) and RoBERTa (Liu et al. 2019) as
 written in Hugging Face ``transformers/models/bert/modeling_bert.py`` and
 ``models/roberta/modeling_roberta.py``, so imported weights give the same numbers:
+
 - embeddings: token + learned position + token type (segment), then LayerNorm
   (post-LN) and dropout;
 - ``norm="post"`` (BERT): ``x = LN(x + attention(x)); x = LN(x + mlp(x))``;
@@ -31,7 +33,6 @@ Attention sees every token (no causal mask) except padding: when
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -39,8 +40,9 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.records import is_int, is_real
 from lmlab.layers.rotary import apply_rotary, rotary_cos_sin
-from lmlab.models.base import LanguageModel, ModelConfig, build_built, is_number, preset_config
+from lmlab.models.base import LanguageModel, ModelConfig, build_built, preset_config
 
 FAMILY = "encoder"
 NORMS = ("post", "pre")
@@ -96,25 +98,25 @@ class EncoderConfig(ModelConfig):
             value = getattr(self, name)
             if value is None and name in _AUTO_FIELDS:
                 continue
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer: {name}={value!r}")
             object.__setattr__(self, name, int(value))
         for name in ("position_offset", "pad_token_id"):
             value = getattr(self, name)
             if value is None and name == "pad_token_id":
                 continue
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0: {name}={value!r}")
             object.__setattr__(self, name, int(value))
         if self.norm not in NORMS:
             raise ConfigError(f"norm must be one of {', '.join(NORMS)}: norm={self.norm!r}")
         if self.family != FAMILY:
             raise ConfigError(f"family must be {FAMILY!r} for an EncoderConfig: family={self.family!r}")
-        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+        if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1): dropout={self.dropout!r}")
-        if not is_number(self.norm_eps) or not self.norm_eps > 0:
+        if not is_real(self.norm_eps) or not self.norm_eps > 0:
             raise ConfigError(f"norm_eps must be a positive number: norm_eps={self.norm_eps!r}")
-        if not is_number(self.mask_prob) or not 0.0 < self.mask_prob < 1.0:
+        if not is_real(self.mask_prob) or not 0.0 < self.mask_prob < 1.0:
             raise ConfigError(f"mask_prob must be in (0, 1): mask_prob={self.mask_prob!r}")
         if not isinstance(self.whole_word, bool):
             raise ConfigError(f"whole_word must be true or false: whole_word={self.whole_word!r}")
@@ -122,7 +124,7 @@ class EncoderConfig(ModelConfig):
             raise ConfigError(f"packing must be one of {', '.join(PACKINGS)}: packing={self.packing!r}")
         if self.position not in POSITIONS:
             raise ConfigError(f"position must be one of {', '.join(POSITIONS)}: position={self.position!r}")
-        if not is_number(self.rope_theta) or not self.rope_theta > 0:
+        if not is_real(self.rope_theta) or not self.rope_theta > 0:
             raise ConfigError(f"rope_theta must be a positive number: rope_theta={self.rope_theta!r}")
         if self.packing == "pairs" and self.type_vocab_size < 2:
             raise ConfigError(f"packing='pairs' gives the second segment token type 1, which needs "

@@ -2,6 +2,7 @@
 Gated Convolutional Networks").
 
 What this module holds, top to bottom:
+
 - :class:`GatedCNNConfig`: one frozen, validated, JSON-serialisable config;
 - :data:`PRESETS` and :func:`preset`: named shapes, each saying what it follows;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
@@ -12,6 +13,7 @@ What this module holds, top to bottom:
 
 The model: token embedding → ``n_layer`` residual blocks → final norm → output
 layer tied to the embedding (plus a bias). One block is::
+
     h = norm(x)                                   # pre-norm (see ``norm``)
     a, b = split(causal_conv(h))                  # Conv1D, d_model → 2·d_model channels
     x = x + dropout(a * sigmoid(b))               # gated linear unit, residual add
@@ -23,6 +25,7 @@ the start are the zeros, in :meth:`~GatedCNNLM.call` and in cached decoding
 alike).
 
 Where this follows the paper and where it does not:
+
 - the gated linear unit ``(X*W + b) ⊗ σ(X*V + c)`` in residual blocks and the
   left-zero-padded convolution (paper §2–3) are as published; so is the Kaiming
   (He) initialisation of the convolutions (paper §5.1);
@@ -37,7 +40,6 @@ Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -45,9 +47,10 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.records import is_int, is_real
 from lmlab.layers.normalization import RMSNorm
 from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, build_built, check_cache_length,
-                               is_number, preset_config)
+                               preset_config)
 
 NORMS = ("layernorm", "rmsnorm", "none")
 FAMILY = "gated_cnn"
@@ -89,7 +92,7 @@ class GatedCNNConfig(ModelConfig):
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "d_model", "kernel_size"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer: {name}={value!r}")
             object.__setattr__(self, name, int(value))  # NumPy integers become plain ints
         if self.kernel_size < 2:
@@ -101,9 +104,9 @@ class GatedCNNConfig(ModelConfig):
             raise ConfigError(f"tie_embeddings must be true or false: tie_embeddings={self.tie_embeddings!r}")
         if self.family != FAMILY:
             raise ConfigError(f"family must be {FAMILY!r} for a GatedCNNConfig: family={self.family!r}")
-        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+        if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1): dropout={self.dropout!r}")
-        if not is_number(self.norm_eps) or not self.norm_eps > 0:
+        if not is_real(self.norm_eps) or not self.norm_eps > 0:
             raise ConfigError(f"norm_eps must be a positive number: norm_eps={self.norm_eps!r}")
         object.__setattr__(self, "dropout", float(self.dropout))
         object.__setattr__(self, "norm_eps", float(self.norm_eps))
@@ -112,7 +115,6 @@ class GatedCNNConfig(ModelConfig):
     def receptive_field(self) -> int:
         """Tokens that position ``t``'s logits depend on: ``t - R + 1 .. t``."""
         return self.n_layer * (self.kernel_size - 1) + 1
-
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Recurrent language models: stacked LSTM or GRU layers over a token embedding.
 
 What this module holds, top to bottom:
+
 - :class:`RNNConfig`: one frozen, validated, JSON-serialisable config;
 - :data:`PRESETS` and :func:`preset`: named shapes, each saying what it follows;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
@@ -10,6 +11,7 @@ What this module holds, top to bottom:
 - :func:`build_rnn`: a deterministic, built model.
 
 References followed:
+
 - Zaremba, Sutskever & Vinyals 2014, "Recurrent Neural Network Regularization":
   dropout on the non-recurrent connections only (the embedding output, between
   layers, before the softmax), none on the recurrent ones.
@@ -55,7 +57,6 @@ Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -63,8 +64,9 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.records import is_int, is_real
 from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, build_built, check_cache_length,
-                               is_number, preset_config)
+                               preset_config)
 
 CELLS = ("lstm", "gru")
 CUDNN_MODES = ("auto", "on", "off")
@@ -120,7 +122,7 @@ class RNNConfig(ModelConfig):
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "d_model"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer: {name}={value!r}")
             object.__setattr__(self, name, int(value))  # NumPy integers become plain ints
         if self.cell not in CELLS:
@@ -135,7 +137,7 @@ class RNNConfig(ModelConfig):
             value = getattr(self, name)
             if value is None and name in _AUTO_FIELDS:
                 continue
-            if not is_number(value) or not 0.0 <= value < 1.0:
+            if not is_real(value) or not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1): {name}={value!r}")
             object.__setattr__(self, name, float(value))
         auto = frozenset(name for name in _AUTO_FIELDS if getattr(self, name) is None)
@@ -147,7 +149,6 @@ class RNNConfig(ModelConfig):
     def n_states(self) -> int:
         """State tensors per layer: 2 for an LSTM (h, c), 1 for a GRU (h)."""
         return STATES[self.cell]
-
 
 
 # ---------------------------------------------------------------------------

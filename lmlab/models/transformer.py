@@ -1,6 +1,7 @@
 """The Transformer decoder language model, in GPT-2 and Llama styles.
 
 What this module holds, top to bottom:
+
 - :class:`TransformerConfig`: one frozen, validated, JSON-serialisable config;
 - :data:`PRESETS` and :func:`preset`: named shapes, each citing what it mirrors;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
@@ -10,6 +11,7 @@ What this module holds, top to bottom:
 - :func:`build_transformer`: a deterministic, built model.
 
 References followed:
+
 - ``style="gpt2"``: GPT-2 (Radford et al. 2019) as written in karpathy/nanoGPT
   ``model.py``: learned token and position embeddings, pre-LayerNorm blocks, a
   final LayerNorm, biases, GELU (tanh) MLP, output tied to the token embedding,
@@ -27,7 +29,6 @@ Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -35,10 +36,11 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.records import is_int, is_real
 from lmlab.layers.attention import IMPLEMENTATIONS, CausalSelfAttention
 from lmlab.layers.mlp import GeluMLP, SwiGLUMLP
 from lmlab.layers.normalization import RMSNorm
-from lmlab.models.base import LanguageModel, ModelConfig, build_built, is_number, preset_config
+from lmlab.models.base import LanguageModel, ModelConfig, build_built, preset_config
 
 STYLES = ("gpt2", "llama")
 FAMILY = "transformer"
@@ -59,6 +61,7 @@ class TransformerConfig(ModelConfig):
 
     Fields left ``None`` are resolved on construction, so reading a config (or
     its :meth:`to_dict`) always shows the values the model uses:
+
     - ``n_kv_head``: ``n_head`` (plain multi-head attention); smaller values give
       grouped-query attention and must divide ``n_head``.
     - ``d_ff``: gpt2 ``4 * d_model``; llama ``int(8 * d_model / 3)`` rounded up to a
@@ -95,7 +98,7 @@ class TransformerConfig(ModelConfig):
             value = getattr(self, name)
             if value is None and name in _AUTO_FIELDS:
                 continue
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer: {name}={value!r}")
             object.__setattr__(self, name, int(value))  # NumPy integers become plain ints
         for name in ("bias", "tie_embeddings"):
@@ -109,11 +112,11 @@ class TransformerConfig(ModelConfig):
                               f"attention={self.attention!r}")
         if self.family != FAMILY:
             raise ConfigError(f"family must be {FAMILY!r} for a TransformerConfig: family={self.family!r}")
-        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+        if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1): dropout={self.dropout!r}")
         for name in ("rope_theta", "norm_eps"):
             value = getattr(self, name)
-            if not is_number(value) or not value > 0:
+            if not is_real(value) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number: {name}={value!r}")
         if self.d_model % self.n_head:
             raise ConfigError(f"n_head must divide d_model: d_model={self.d_model}, n_head={self.n_head}")
@@ -141,7 +144,6 @@ class TransformerConfig(ModelConfig):
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
-
 
 
 def _default_d_ff(style: str, d_model: int, multiple_of: int) -> int:

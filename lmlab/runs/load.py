@@ -33,7 +33,6 @@ def load_run(folder, which: str = "best") -> LoadedRun:
         raise ConfigError(f"{folder}: not a run folder (no {RUN_CONFIG})")
     config = read_run_config(folder)
     if not registry.family(config["model"].get("family", "transformer")).neural:  # counted: its own folder
-
         model = load_token_ngram(folder)
         return LoadedRun(folder, config, model, model.tokenizer, folder / MODEL_FOLDER, 0)
     checkpoint = find_checkpoint(folder, which) or find_checkpoint(folder, "last")

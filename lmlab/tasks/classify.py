@@ -131,16 +131,9 @@ def evaluate_data(stepper, data: ClassificationData, batch_size: int,
 
 def classify_texts(finetuned, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
     """Class probabilities ``(N, C)`` of a fine-tuned classifier for ``texts`` (``progress``: a bar on stderr)."""
-    from lmlab.training.steps import TaskStepper
-
     block = finetuned.lm.config.block_size
     block = min(finetuned.config["finetune"].get("max_length") or block, block)
     encoded, _ = encode_texts(finetuned.tokenizer, list(texts), block, input_prefix(finetuned.lm, finetuned.tokenizer))
     data = ClassificationData(encoded, [0] * len(encoded), [1.0] * len(encoded), block)
-    stepper = finetuned.__dict__.get("_stepper") or TaskStepper(finetuned.classifier)
-    finetuned.__dict__["_stepper"] = stepper
-    bar = progress_bar(progress, "classify", " texts", len(encoded))
-    try:
-        return evaluate_data(stepper, data, batch_size, bar.update)[0]
-    finally:
-        bar.close()
+    with progress_bar(progress, "classify", " texts", len(encoded)) as bar:
+        return evaluate_data(finetuned.classifier_stepper, data, batch_size, bar.update)[0]

@@ -9,11 +9,10 @@ accuracy (classification) or loss (generation).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 from lmlab.core.errors import ConfigError
-from lmlab.core.records import Record, is_real
+from lmlab.core.records import Record, is_int, is_real
 from lmlab.tasks.augment.operations import parse_operations
 
 TASKS = ("classify", "generate", "span")  # span: extractive QA with an encoder (lmlab.tasks.span)
@@ -98,10 +97,9 @@ class FinetuneConfig(Record):
         return values
 
 
-
 def _integer(config, name: str, minimum: int) -> None:
     value = getattr(config, name)
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 

@@ -78,11 +78,8 @@ def _generation(finetuned, test, options: dict, limit, decode: DecodeConfig, max
                                   options.get("target_field") or settings["target_field"])
     examples = group_references(examples)
     examples = examples[:limit] if limit else examples
-    bar = progress_bar(progress, "decode", " examples", len(examples), 0)
-    try:
+    with progress_bar(progress, "decode", " examples", len(examples), 0) as bar:
         outputs, cut = complete(finetuned, examples, decode, max_new_tokens, progress=bar.update)
-    finally:
-        bar.close()
     names = tuple(metrics) if metrics else finetuned.template.metrics
     lang = options.get("lang") or settings["lang"]
     scores = generation_metrics(names, outputs, [e.references for e in examples], lang)

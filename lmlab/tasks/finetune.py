@@ -14,7 +14,6 @@ import json
 import math
 import shutil
 import time
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +99,7 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     started = time.perf_counter()
     log_every = max(1, min(interval, total) // 5)
     with (open(out / "log.jsonl", "a", encoding="utf-8") as log_file,
-          closing(progress_bar(progress, "finetune", " step", total)) as bar):
+          progress_bar(progress, "finetune", " step", total) as bar):
         while step < total:
             for batch in task.train_data.batches(config.batch_size, shuffle=True, seed=config.seed, epoch=epoch):
                 loss, norm = stepper.train(batch.inputs, batch.targets, batch.weights)

@@ -1,6 +1,7 @@
 """The fine-tuned result: a run-like folder that stands alone.
 
 Layout::
+
     config.json      task, model config, fine-tuning config, labels or template, base run
     tokenizer.json   the base run's tokenizer
     checkpoints/     step-N/model.safetensors (the language model, keyed as in
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,13 @@ class Finetuned:
     @property
     def template(self):
         return Template.from_dict(self.config["generate"]["template"])
+
+    @cached_property
+    def classifier_stepper(self):
+        """The classifier's compiled evaluation step, built once per load (loads are cached, so are steps)."""
+        from lmlab.training.steps import TaskStepper  # Keras and a backend: not for light commands
+
+        return TaskStepper(self.classifier)
 
 
 def read_config(folder) -> dict:

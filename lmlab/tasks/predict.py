@@ -51,9 +51,6 @@ def predict(folder, texts: Sequence[str] = (), file=None, decode: DecodeConfig |
         examples += read_task_examples(file, options.get("format") or settings["format"],
                                        options.get("swap", settings["swap"]),
                                        options.get("target_field") or settings["target_field"])
-    bar = progress_bar(progress, "decode", " examples", len(examples))
-    try:
+    with progress_bar(progress, "decode", " examples", len(examples)) as bar:
         outputs, _ = complete(finetuned, examples, decode or DecodeConfig(), max_new_tokens, progress=bar.update)
-    finally:
-        bar.close()
     return [{"input": dict(e.fields), "completion": o} for e, o in zip(examples, outputs)]

@@ -100,7 +100,6 @@ class TrainConfig(Record):
             raise ConfigError(f"model must be a mapping of model field names to values, got {_show(self.model)}")
 
 
-
 def _show(value) -> str:
     """A bounded repr for messages (a YAML alias can make a value's full repr astronomically long)."""
     return reprlib.repr(value)

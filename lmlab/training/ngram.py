@@ -46,12 +46,9 @@ def train_ngram(config, run_dir, log=print, progress: bool = False) -> dict:
     ngram_config = NGramConfig(**options) if options else NGramConfig()
     train_split = open_split(config.data, "train")
     log(f"counting {train_split.tokens:,} training tokens for an order-{ngram_config.order} Kneser-Ney model ...")
-    bar = progress_bar(progress, "count", " tokens", train_split.tokens)
-    try:
+    with progress_bar(progress, "count", " tokens", train_split.tokens) as bar:
         model = NGramLM.train(_counted(sentences_of(train_split), bar, train_split.tokens), ngram_config,
                               vocabulary=symbols_of(tokenizer))
-    finally:
-        bar.close()
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / MODEL_FOLDER)
     tokenizer.save(run_dir / "tokenizer.json")

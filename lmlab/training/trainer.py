@@ -1,6 +1,7 @@
 """The training loop: one run directory per run, exact resume, periodic evaluation.
 
 Run directory::
+
     config.json        the resolved training config, model config and data reference
     tokenizer.json     a copy of the data's tokenizer, so the run stands alone
     log.jsonl          one JSON line per logged step and per evaluation
@@ -91,7 +92,6 @@ class Trainer:
 
         block = self.model_config.block_size
         if registry.family(config.family).objective == "mlm":  # masked tokens instead of next tokens
-
             self.batches = MaskedWindows(self.train_split, self.model_config, tokenizer,
                                          config.batch_size * config.grad_accum, config.seed)
             self.valid_batches = MaskedWindows(self.valid_split or self.train_split, self.model_config, tokenizer,

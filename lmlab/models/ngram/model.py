@@ -5,6 +5,7 @@ adjust_counts → initial_probabilities → interpolate; see each module) and an
 queries the way KenLM's ``query`` does (:mod:`query`).
 
 Training input, two forms (:meth:`NGramLM.train`):
+
 - ``sentences``: an iterable of lists of words (strings), one list per sentence,
   e.g. ``read_sentences("train.txt")`` or ``(line.split() for line in f)``;
 - token shards: an iterable of 1-D integer arrays, one per sentence, plus
@@ -17,6 +18,7 @@ array operations (:mod:`count`). The reserved words ``<s>``, ``</s>`` and ``<unk
 may not appear in the training text (``lmplz`` refuses them too).
 
 On disk (:meth:`NGramLM.save`), a folder::
+
     config.json          family, config, vocabulary size, counts, statistics (discounts, ...)
     vocabulary.json      the words, indexed by id (<unk>, <s>, </s> first)
     model.safetensors    per order k: keys.k (int64), log10_prob.k, log10_backoff.k (float32)
@@ -118,7 +120,6 @@ class NGramConfig(Record):
         if self.discount_fallback is not None:
             data["discount_fallback"] = list(self.discount_fallback)
         return data
-
 
 
 # ---------------------------------------------------------------------------
@@ -329,6 +330,7 @@ class NGramLM:
 
         With T tokens (words and one ``</s>`` per sentence), total log10 L, and the OOV
         words (not in the vocabulary, scored as ``<unk>``) numbering O with total L_oov::
+
             perplexity                = 10^(-L / T)
             perplexity_excluding_oov  = 10^(-(L - L_oov) / (T - O))
         """

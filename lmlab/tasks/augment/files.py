@@ -42,8 +42,7 @@ def augment_examples(examples: Sequence[LabelledText], augmenter: Augmenter, kee
 
     ``progress``: a bar over the texts augmented on stderr."""
     out, operations, rows = [], [], []
-    bar = progress_bar(progress, "augment", " texts", len(examples))
-    try:
+    with progress_bar(progress, "augment", " texts", len(examples)) as bar:
         for index, example in enumerate(examples):
             if keep_original:
                 out.append(example)
@@ -54,8 +53,6 @@ def augment_examples(examples: Sequence[LabelledText], augmenter: Augmenter, kee
                 operations.append(new.operation)
                 rows.append(index)
             bar.update(1)
-    finally:
-        bar.close()
     return out, operations, rows
 
 

@@ -31,7 +31,6 @@ class EmbeddingNeighbours:
     def __init__(self, run, k: int = 10, checkpoint: str = "best"):
         from safetensors.numpy import load_file
 
-
         run = Path(run)
         if not (run / "config.json").exists():
             raise ConfigError(f"{run}: not a run folder (no config.json) for embedding neighbours")
