@@ -30,3 +30,11 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """The CLI believes stderr is a terminal (progress on unless --quiet)."""
+    import lmlab.cli.quiet
+
+    monkeypatch.setattr(lmlab.cli.quiet, "stderr_is_terminal", lambda: True)

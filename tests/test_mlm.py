@@ -19,6 +19,7 @@ from lmlab.models.encoder import EncoderConfig
 from lmlab.tokenizers import HFTokenizer, train_tokenizer
 from lmlab.tokenizers.specials import WordBoundaries, special_ids
 from lmlab.data.masking import MaskedWindows
+from tests.bars import finished_bar, no_bar
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -449,7 +450,7 @@ def test_span_training_labels_the_annotated_occurrence_of_a_repeated_answer(word
         read_squad(path)
 
 
-def test_fine_tune_and_evaluate_extractive_qa(pretrained, tmp_path, cli):
+def test_fine_tune_and_evaluate_extractive_qa(pretrained, tmp_path, cli, terminal):
     qa = squad_file(tmp_path / "qa.json", QUESTIONS)
     code, out, err = cli("finetune", pretrained, "--task", "span", "--train", qa, "--valid", qa, "--max-steps", 3,
                          "--batch-size", 8, "--lr", "1e-3", "--out", tmp_path / "qa", "--quiet")
@@ -461,6 +462,10 @@ def test_fine_tune_and_evaluate_extractive_qa(pretrained, tmp_path, cli):
     scores = json.loads(out)
     assert scores["questions"] == len(QUESTIONS) and scores["windows"] > len(QUESTIONS)
     assert abs(scores["f1"] - result["val_f1"]) < 1e-6  # the saved best checkpoint scores as in validation
+    assert finished_bar(err, "answer", scores["windows"]), err  # a progress bar over the question windows
+    code, out, err = cli("evaluate-task", tmp_path / "qa", "--test", qa, "--json", "--quiet")
+    assert code == 0 and no_bar(err), err
+    assert json.loads(out)["f1"] == scores["f1"]
 
 
 JAX_MLM = """

@@ -1,5 +1,5 @@
 """Progress bars (lmlab.core.progress) of the long commands: eval, finetune, evaluate-task, predict, the n-gram
-build and augment. With progress on, tqdm's bar reaches stderr; with --quiet (or progress off) it does not,
+build and augment (evaluate-task of an extractive-QA folder: tests/test_mlm.py). With progress on, tqdm's bar reaches stderr; with --quiet (or progress off) it does not,
 and stdout is the same either way.
 
 tqdm writes to sys.stderr even when it is not a terminal, so the CLI is run in-process with
@@ -10,7 +10,6 @@ models, a handful of steps).
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -19,30 +18,12 @@ from lmlab.data import prepare
 from lmlab.data.shards import TokenSplit
 from lmlab.training.config import TrainConfig
 from lmlab.training.trainer import train
+from tests.bars import finished_bar, no_bar
 from tests.test_tasks_finetune import make_base_run, numbers_file, sentiment_file
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 WORDS = "the cat sat on a mat and dog ran to big red house in sun".split()
-
-
-def finished_bar(err: str, desc: str, total: int) -> bool:
-    """Whether ``err`` holds tqdm's last drawing of a bar ``desc`` that counted to ``total``."""
-    return re.search(rf"{re.escape(desc)}: 100%\|.*\| {total}/{total} \[", err) is not None
-
-
-def no_bar(err: str) -> bool:
-    return "%|" not in err and "it/s" not in err
-
-
-@pytest.fixture
-def terminal(monkeypatch):
-    """The CLI believes stderr is a terminal (progress on unless --quiet)."""
-    import lmlab.cli
-    import lmlab.cli.tasks
-
-    monkeypatch.setattr(lmlab.cli, "stderr_is_terminal", lambda: True)
-    monkeypatch.setattr(lmlab.cli.tasks, "stderr_is_terminal", lambda: True)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +112,7 @@ def test_eval_of_an_encoder_shows_its_bars(capsys):
 # ---------------------------------------------------------------- the n-gram build
 
 
-def test_ngram_build_counts_the_training_tokens_with_a_bar(work, cli, terminal, tmp_path):
+def test_ngram_build_and_eval_count_the_tokens_with_a_bar(work, cli, terminal, tmp_path):
     from lmlab.data.shards import load_manifest
 
     tokens = load_manifest(work["data"])["splits"]["train"]["tokens"]
@@ -143,6 +124,14 @@ def test_ngram_build_counts_the_training_tokens_with_a_bar(work, cli, terminal, 
     assert "counting" in err  # the log line is still there
     code, quiet_out, err = cli(*args, "--out", tmp_path / "quiet", "--quiet")
     assert code == 0 and no_bar(err) and "counting" not in err, err
+    assert json.loads(quiet_out) == json.loads(out)
+    # lmlab eval of the n-gram run: a bar over the split's tokens
+    valid = load_manifest(work["data"])["splits"]["valid"]["tokens"]
+    code, out, err = cli("eval", tmp_path / "shown", "--split", "valid", "--json")
+    assert code == 0, err
+    assert finished_bar(err, "eval", valid), err
+    code, quiet_out, err = cli("eval", tmp_path / "shown", "--split", "valid", "--json", "--quiet")
+    assert code == 0 and no_bar(err), err
     assert json.loads(quiet_out) == json.loads(out)
 
 

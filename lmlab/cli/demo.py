@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmlab.cli.common import progress_on
 from lmlab.core.errors import DataError
 
 SHIPPED_TEXT = Path(__file__).resolve().parent / "corpora" / "tinyshakespeare.txt.xz"  # package data
@@ -65,3 +66,19 @@ def run_demo(out="runs/demo", text: str | None = None, steps: int = 2000, say=pr
                            stop_at_eos=False)[0]
     say("ROMEO:" + sample.replace("<eos>", "\n\n"))
     return {"valid": result, "sample": sample}
+
+
+def cmd_demo(args) -> int:
+    run_demo(args.out, args.text, args.steps, say=print, progress=progress_on(args),
+             data=args.data)
+    return 0
+
+
+def add_commands(commands) -> None:
+    p = commands.add_parser("demo", help="prepare Tiny Shakespeare, train a small model, evaluate and generate")
+    p.add_argument("--out", default="runs/demo", help="folder for the data and the run (default runs/demo)")
+    p.add_argument("--text", help="a plain-text corpus to use instead of the Tiny Shakespeare shipped with lmlab")
+    p.add_argument("--data", help="a data folder holding tinyshakespeare/input.txt (e.g. ../shared/data)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
+    p.set_defaults(func=cmd_demo)

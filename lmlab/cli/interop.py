@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
+
+from lmlab.cli.common import CHECKPOINT_HELP, log_unless_quiet
 
 FORMATS = ("hf", "savedmodel")
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def cmd_export(args) -> int:
-    log = (lambda m: None) if args.quiet else _log
+    log = log_unless_quiet(args)
     if args.format == "hf":
         from lmlab.interop.hf_export import export_hf
 
@@ -31,7 +28,7 @@ def cmd_import(args) -> int:
     from lmlab.interop.hf_import import import_hf
 
     summary = import_hf(args.folder, args.out, data=args.data, settings=args.set, tokenizer=args.tokenizer,
-                        log=(lambda m: None) if args.quiet else _log)
+                        log=log_unless_quiet(args))
     print(json.dumps(summary, ensure_ascii=False))
     return 0
 
@@ -45,7 +42,7 @@ def add_commands(commands) -> None:
     p.add_argument("run")
     p.add_argument("--format", choices=FORMATS, default="hf", help="hf (default) or savedmodel")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--checkpoint", default="best", help="best (default) or last")
+    p.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
     p.add_argument("--no-tokenizer", action="store_true", help="hf: write the model only (e.g. a jieba tokenizer)")
     p.add_argument("--overwrite", action="store_true", help="replace what is in --out")
     p.add_argument("--quiet", action="store_true")

@@ -7,14 +7,9 @@ command is a thin function over the Python API of :mod:`lmlab.tasks`.
 from __future__ import annotations
 
 import json
-import sys
 
-from lmlab.cli.quiet import stderr_is_terminal
+from lmlab.cli.common import CHECKPOINT_HELP, log_unless_quiet, progress_on, run_output_options
 from lmlab.core.errors import ConfigError
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _data_options(args) -> dict:
@@ -57,8 +52,8 @@ def cmd_finetune(args) -> int:
         learning_rate=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         eval_interval=args.eval_interval, early_stopping=args.early_stopping, seed=args.seed)
     result = finetune(args.run, args.out, args.train, args.valid, config, _data_options(args), args.checkpoint,
-                      args.overwrite, log=(lambda m: None) if args.quiet else _log,
-                      progress=not args.quiet and stderr_is_terminal())
+                      args.overwrite, log=log_unless_quiet(args),
+                      progress=progress_on(args))
     print(json.dumps(result))
     return 0
 
@@ -67,7 +62,7 @@ def cmd_predict(args) -> int:
     from lmlab.tasks.predict import predict
 
     rows = predict(args.folder, args.texts, args.file, _decode_config(args), args.max_new_tokens,
-                   _data_options(args), args.checkpoint, progress=not args.quiet and stderr_is_terminal())
+                   _data_options(args), args.checkpoint, progress=progress_on(args))
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
@@ -88,7 +83,7 @@ def cmd_evaluate_task(args) -> int:
         options["lang"] = args.lang
     result = evaluate_task(args.folder, args.test, args.task, _decode_config(args), args.max_new_tokens, metrics,
                            args.limit, args.out, args.predictions, options, args.checkpoint,
-                           progress=not args.quiet and stderr_is_terminal())
+                           progress=progress_on(args))
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
@@ -109,7 +104,7 @@ def cmd_augment(args) -> int:
                  "neighbours": options.get("neighbours"), "stop_words": options.get("stop_words")}
     result = augment_file(args.input, args.output, augmenter, keep_original=not args.no_original,
                           format=options.get("format", "auto"), text_column=options.get("text_column"),
-                          label_column=options.get("label_column"), progress=not args.quiet and stderr_is_terminal())
+                          label_column=options.get("label_column"), progress=progress_on(args))
     made = ", ".join(f"{k} {v:,}" for k, v in result["copies"].items()) or "none"
     print(f"{args.input}: {result['rows_in']:,} rows -> {args.output}: {result['rows_out']:,} rows (copies: {made})")
     return 0
@@ -151,7 +146,6 @@ def _decode_arguments(p) -> None:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-new-tokens", type=int, help="default: what fine-tuning chose (longest training target)")
-    p.add_argument("--checkpoint", default="best", help="best (default) or last")
 
 
 def add_commands(commands) -> None:
@@ -165,7 +159,7 @@ def add_commands(commands) -> None:
     p.add_argument("--train", required=True, help="training file")
     p.add_argument("--valid", help="validation file (default: hold out --valid-fraction of the training file)")
     p.add_argument("--out", required=True, help="folder for the fine-tuned model")
-    p.add_argument("--checkpoint", default="best", help="base run checkpoint: best (default) or last")
+    p.add_argument("--checkpoint", default="best", help="base run checkpoint: " + CHECKPOINT_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing fine-tuned folder")
     p.add_argument("--quiet", action="store_true")
     _data_arguments(p)
@@ -205,8 +199,7 @@ def add_commands(commands) -> None:
     p.add_argument("folder")
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", help="read inputs from a file (any format finetune reads)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_output_options(p, quiet=True)
     _data_arguments(p, labels=True, pairs=True)
     _decode_arguments(p)
     p.set_defaults(func=cmd_predict)
@@ -219,8 +212,7 @@ def add_commands(commands) -> None:
     p.add_argument("--lang", default="auto", help="language of the references (default: as fine-tuned)")
     p.add_argument("--out", help="metrics JSON (default DIR/metrics-TESTNAME.json)")
     p.add_argument("--predictions", help="also write every prediction to this JSONL file")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_output_options(p, json="print the metrics as JSON", quiet=True)
     _data_arguments(p)
     _decode_arguments(p)
     p.set_defaults(func=cmd_evaluate_task)

@@ -53,7 +53,8 @@ def score_windows(model, windows: SequentialWindows, progress: bool = False) -> 
 def evaluate_tokens(model, split: TokenSplit, utf8_bytes: int, block_size: int | None, batch_size: int = 8,
                     stride: int | None = None, progress: bool = False) -> dict:
     if hasattr(model, "score_split"):  # a count model scores whole sentences, no windows
-        total, count = model.score_split(split)
+        with progress_bar(progress, "eval", " tokens", split.tokens) as bar:
+            total, count = model.score_split(split, on_tokens=bar.update)
         stride = None
     else:
         windows = SequentialWindows(split, block_size, batch_size, stride)

@@ -61,8 +61,8 @@ class TokenNGram:
     def num_parameters(self) -> int:
         return int(sum(self.model.counts) * 2)  # a probability and a backoff per n-gram
 
-    def score_split(self, split: TokenSplit) -> tuple[float, int]:
-        """Total nats and the number of predicted tokens (words and end tokens)."""
+    def score_split(self, split: TokenSplit, on_tokens: Callable[[int], None] | None = None) -> tuple[float, int]:
+        """Total nats and the number of predicted tokens (words and end tokens); ``on_tokens(n)`` after each batch."""
         total, count = 0.0, 0
         batch: list[np.ndarray] = []
         size = 0
@@ -74,6 +74,8 @@ class TokenNGram:
             scores = self.model.score_ids(ids, lengths)
             total += -math.log(10) * float(scores.log10.astype(np.float64).sum())
             count += len(scores.log10)
+            if on_tokens:
+                on_tokens(len(scores.log10))
 
         for sentence in sentences_of(split):
             batch.append(sentence)

@@ -43,7 +43,7 @@ def evaluate_task(folder, test, task: str | None = None, decode: DecodeConfig | 
     elif finetuned.task == "span":
         from lmlab.tasks.span import evaluate_span
 
-        result, rows = evaluate_span(finetuned, test, limit)
+        result, rows = evaluate_span(finetuned, test, limit, progress)
     else:
         result, rows = _generation(finetuned, test, options, limit, decode or DecodeConfig(), max_new_tokens, metrics,
                                    progress)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import keras
 import numpy as np
 from keras import ops
 
 from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.progress import progress_bar
 from lmlab.tasks.batching import Batch, batch_orders, check_neural, is_masked_lm, padded_length
 from lmlab.tasks.config import FinetuneConfig
 from lmlab.tasks.metrics.squad import squad_scores
@@ -176,8 +178,8 @@ class SpanTask:
         self.head = model.head
         return model
 
-    def answers(self, stepper, data: SpanData, count: int) -> list[str]:
-        """The best span of each of ``count`` questions over its windows."""
+    def answers(self, stepper, data: SpanData, count: int, on_windows: Callable[[int], None] | None = None) -> list[str]:
+        """The best span of each of ``count`` questions over its windows; ``on_windows(n)`` after each batch."""
         best = [(-math.inf, "")] * count
         limit = self.config.max_answer_tokens
         for batch in data.batches(self.config.batch_size):
@@ -196,6 +198,8 @@ class SpanTask:
                 s, e = np.unravel_index(np.argmax(scores), scores.shape)
                 if scores[s, e] > best[f.example][0]:
                     best[f.example] = (scores[s, e], self._text(f.context[s:e + 1]))
+            if on_windows:
+                on_windows(sum(r >= 0 for r in batch.rows))
         return [text for _, text in best]
 
     def _text(self, ids) -> str:
@@ -225,8 +229,9 @@ def _language(examples) -> str:
     return "zh" if chinese > len(text) / 4 else "en"
 
 
-def evaluate_span(finetuned, test, limit: int | None = None) -> tuple[dict, list[dict]]:
-    """``lmlab evaluate-task`` for an extractive-QA folder: exact match and F1 on a SQuAD file."""
+def evaluate_span(finetuned, test, limit: int | None = None, progress: bool = False) -> tuple[dict, list[dict]]:
+    """``lmlab evaluate-task`` for an extractive-QA folder: exact match and F1 on a SQuAD file (``progress``: a bar
+    over the question windows)."""
     from lmlab.training.steps import TaskStepper
 
     config = FinetuneConfig.from_dict(finetuned.config["finetune"])
@@ -235,7 +240,8 @@ def evaluate_span(finetuned, test, limit: int | None = None) -> tuple[dict, list
     task.lang = finetuned.config["span"]["lang"]
     data = SpanData(task._features(examples, training=False), task.block_size)
     stepper = TaskStepper(finetuned.classifier, loss_fn=span_nll)
-    predictions = task.answers(stepper, data, len(examples))
+    with progress_bar(progress, "answer", " windows", len(data)) as bar:
+        predictions = task.answers(stepper, data, len(examples), on_windows=bar.update)
     scores = squad_scores(predictions, [e.references for e in examples], task.lang)
     rows = [{"id": e.id, "question": e.fields["question"], "prediction": p, "references": list(e.references)}
             for e, p in zip(examples, predictions)]
