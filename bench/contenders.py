@@ -22,6 +22,28 @@ REPO = Path(__file__).resolve().parents[1]
 QUIET = 0.25  # cores other processes may keep busy during a burst that still counts
 
 
+# ---------------------------------------------------------------------------- the machine
+
+
+BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name and the flags that decide which matmul paths exist (printed with every figure)."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpu_cores": os.cpu_count(), "cpu_flags": [f for f in BF16_FLAGS if f in flags]}
+
+
 # ---------------------------------------------------------------------------- machine load
 
 

@@ -2,7 +2,8 @@
 
     python bench/generate.py [--shapes small,large] [--runs 5] [--new-tokens 256] [--tf-inter-op 1]
 
-(about 3 minutes on the 2-core CI-class machine when it is otherwise idle.)
+(about 8 minutes on the 2-core CI-class machine when it is otherwise idle: the compiled peers take
+about half a minute each to compile.)
 
 What is measured: greedy decoding of ``--new-tokens`` (256) new tokens at batch 1 from a
 short random prompt (``--prompt``, 8 tokens), with a KV cache, for two GPT-2 shapes with a
@@ -21,7 +22,17 @@ cache mid-run and ``transformers`` would run past its position table).
   generation needs (prompt + new tokens rounded up to 64: 320 slots here).
 * ``transformers``: ``GPT2LMHeadModel.generate(do_sample=False, max_new_tokens=256,
   use_cache=True)`` under ``torch.inference_mode()`` (eager PyTorch, the library's default
-  attention and cache), with no end token so that every run makes all 256 tokens.
+  attention and cache), with no end token so that every run makes all 256 tokens; and the
+  peer's faster modes, each in its own worker:
+
+  * ``transformers_static``: the same with ``cache_implementation="static"`` (a preallocated cache);
+  * ``transformers_compiled``: the static cache and ``generate``'s own ``torch.compile`` of the
+    forward pass (``CompileConfig(fullgraph=True, mode="default")``; ``generate`` compiles only on
+    accelerators unless the config's ``_compile_all_devices`` is set, which is how it runs on a CPU);
+  * ``transformers_bf16_compiled``: that, with the model's weights in bfloat16.
+
+  ``ratio_best_<shape>`` = lmlab tokens/s / the fastest of the four (``peer_best_<shape>`` names
+  it); ``ratio_<shape>`` is against the default mode.
 
 Threads: ``torch.set_num_threads(2)``; TensorFlow intra-op 2, inter-op ``--tf-inter-op``
 (default 1), set before anything is built.
@@ -33,8 +44,8 @@ generation while the other waits, after waiting (within ``--idle-budget`` second
 other processes on the machine to go quiet. Runs during which other processes kept 0.25 cores
 or more busy are left out (all are used, flagged ``contended``, if none was quiet). The figure
 is the median: tokens/s = new tokens / seconds per generation (prefill included).
-``ratio_small`` / ``ratio_large`` = lmlab tokens/s / transformers tokens/s (the issue's
-target: ≥ 2.0).
+``ratio_small`` / ``ratio_large`` = lmlab tokens/s / the default mode's tokens/s, and
+``ratio_best_small`` / ``ratio_best_large`` the same against the peer's fastest mode (the figure to quote).
 
 ``lmlab_step_<shape>_ms`` is lmlab's compiled loop per token (one call making 32 tokens at a
 mid-cache position, divided by 32), and ``transformers_step_<shape>_ms`` the same for one ``GPT2LMHeadModel`` forward
@@ -56,7 +67,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from contenders import Budget, add_driver_arguments, interleave, serve, start_workers, timed_burst  # noqa: E402
+from contenders import (Budget, add_driver_arguments, cpu_facts, interleave, serve, start_workers,  # noqa: E402
+                        timed_burst)
 from train_step import THREADS, VOCAB, tf_setup  # noqa: E402
 
 BLOCK = 512
@@ -65,6 +77,14 @@ SHAPES = {
     "large": dict(n_layer=6, n_head=6, d_model=384),
 }
 STEP_CALLS = 100
+# The peer's modes: part -> (weights' dtype, cache, compiled forward)
+PEER_MODES = {
+    "transformers": ("float32", "dynamic", False),
+    "transformers_static": ("float32", "static", False),
+    "transformers_compiled": ("float32", "static", True),
+    "transformers_bf16_compiled": ("bfloat16", "static", True),
+}
+PARTS = (*PEER_MODES, "lmlab")
 
 
 def log(message: str) -> None:
@@ -91,27 +111,41 @@ def median_call_ms(call, calls: int = STEP_CALLS, warmup: int = 5) -> float:
 # ---------------------------------------------------------------------------- workers (child side)
 
 
-def torch_generator(shape: dict, prompt: list[int], new_tokens: int):
+def torch_generator(shape: dict, prompt: list[int], new_tokens: int, part: str = "transformers"):
     import torch
     from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+    from transformers.generation.configuration_utils import CompileConfig
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
+    dtype, cache_kind, compiled = PEER_MODES[part]
     config = GPT2Config(vocab_size=VOCAB, n_positions=BLOCK, n_embd=shape["d_model"], n_layer=shape["n_layer"],
                         n_head=shape["n_head"], activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
                         attn_pdrop=0.0, layer_norm_epsilon=1e-5, tie_word_embeddings=True)
-    model = GPT2LMHeadModel(config).float().eval()
+    model = GPT2LMHeadModel(config).to(getattr(torch, dtype)).eval()
     ids = torch.tensor([prompt], dtype=torch.long)
     mask = torch.ones_like(ids)
+    mode: dict = {}
+    if cache_kind == "static":
+        mode["cache_implementation"] = "static"
+        if compiled:
+            compile_config = CompileConfig(fullgraph=True, mode="default")
+            compile_config._compile_all_devices = True  # generate() compiles on accelerators only otherwise
+            mode["compile_config"] = compile_config
+        else:
+            mode["disable_compile"] = True
 
     def generate():
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, use_cache=True, eos_token_id=None, pad_token_id=0)
+                                 min_new_tokens=new_tokens, use_cache=True, eos_token_id=None, pad_token_id=0,
+                                 **mode)
         return out[0, len(prompt):].tolist()
 
     def step_ms():
-        """One forward call on one token against a cache filled to mid-generation."""
+        """One forward call on one token against a cache filled to mid-generation (the default mode only)."""
+        if part != "transformers":
+            return None
         length = len(prompt) + new_tokens // 2
         with torch.inference_mode():
             cache = DynamicCache(config=config)
@@ -127,7 +161,8 @@ def torch_generator(shape: dict, prompt: list[int], new_tokens: int):
 
             return median_call_ms(call)
 
-    info = {"attn_implementation": getattr(model.config, "_attn_implementation", None)}
+    info = {"attn_implementation": getattr(model.config, "_attn_implementation", None), "dtype": dtype,
+            "cache": cache_kind, "compiled": compiled}
     return generate, step_ms, info
 
 
@@ -162,8 +197,8 @@ def lmlab_generator(shape: dict, prompt: list[int], new_tokens: int, inter_op: i
 def worker(args) -> None:
     """Child process: build, warm up with one generation, report, then time generations on request."""
     shape, prompt = SHAPES[args.shape], prompt_ids(args.prompt)
-    if args.part == "transformers":
-        generate, step_ms, info = torch_generator(shape, prompt, args.new_tokens)
+    if args.part in PEER_MODES:
+        generate, step_ms, info = torch_generator(shape, prompt, args.new_tokens, args.part)
     else:
         generate, step_ms, info = lmlab_generator(shape, prompt, args.new_tokens, args.tf_inter_op)
     start = time.perf_counter()
@@ -186,20 +221,21 @@ def measure(args, budget: Budget, shape: str) -> dict:
     extra = ("--new-tokens", str(args.new_tokens), "--prompt", str(args.prompt))
     workers = []
     try:
-        workers = start_workers(args, budget, ("transformers", "lmlab"), shape, __file__, log, extra)
+        workers = start_workers(args, budget, PARTS, shape, __file__, log, extra)
         for w in workers:
-            log(f"{w.part:>12} {shape}: built and warmed up in {w.info['start_s']} s (first generation "
-                f"{w.info['warmup_s']} s); bare one-token step {w.info['step_ms']} ms")
+            step = f"; bare one-token step {w.info['step_ms']} ms" if w.info.get("step_ms") else ""
+            log(f"{w.part:>26} {shape}: built and warmed up in {w.info['start_s']} s (first generation "
+                f"{w.info['warmup_s']} s){step}")
         interleave(workers, [1] * args.runs, budget, log, lambda r, w, count, b: (
-            f"run {r + 1}/{args.runs} {w.part:>12}: {b['times'][0]:.3f} s = "
+            f"run {r + 1}/{args.runs} {w.part:>26}: {b['times'][0]:.3f} s = "
             f"{args.new_tokens / b['times'][0]:,.1f} tokens/s"))
         out = {}
         for w in workers:
             r = out[w.part] = {**w.summary(args.new_tokens), **{k: v for k, v in w.info.items() if k != "ready"}}
-            log(f"{w.part:>12} {shape}: {r['median_s']:.3f} s per generation, median of {r['steps']} = "
+            log(f"{w.part:>26} {shape}: {r['median_s']:.3f} s per generation, median of {r['steps']} = "
                 f"{r['tokens_per_s']:,.1f} tokens/s{'  CONTENDED' if r['contended'] else ''}")
-        if len(out) == 2 and out["transformers"]["first_tokens"] != out["lmlab"]["first_tokens"]:
-            log("(the two models have different random weights, so their tokens differ; expected)")
+        if {"transformers", "lmlab"} <= out.keys() and out["transformers"]["first_tokens"] != out["lmlab"]["first_tokens"]:
+            log("(the two libraries' models have different random weights, so their tokens differ; expected)")
         return out
     finally:
         for w in workers:
@@ -227,7 +263,9 @@ def main() -> None:
         f"{transformers.__version__}, tensorflow {tf.__version__} (intra-op {THREADS}, inter-op "
         f"{args.tf_inter_op}), keras {keras.__version__}; block {BLOCK}, prompt {args.prompt}, "
         f"{args.new_tokens} new tokens, batch 1, greedy")
-    summary: dict = {"threads": THREADS, "tf_intra_op": THREADS, "tf_inter_op": args.tf_inter_op,
+    machine = cpu_facts()
+    log(f"cpu {machine['cpu_model']}, {machine['cpu_cores']} cores, flags {' '.join(machine['cpu_flags'])}")
+    summary: dict = {**machine, "threads": THREADS, "tf_intra_op": THREADS, "tf_inter_op": args.tf_inter_op,
                      "block_size": BLOCK, "prompt_tokens": args.prompt, "new_tokens": args.new_tokens,
                      "batch": 1, "torch": torch.__version__, "transformers": transformers.__version__,
                      "tensorflow": tf.__version__, "keras": keras.__version__}
@@ -237,14 +275,20 @@ def main() -> None:
         s = SHAPES[shape]
         log(f"{shape}: {s['n_layer']} layers, {s['n_head']} heads, {s['d_model']} wide, vocab {VOCAB}")
         r = measure(args, budget, shape)
+        for part in PARTS:
+            summary[f"{part}_{shape}_tokens_per_s"] = r[part]["tokens_per_s"] if part in r else None  # None: failed
         for part in ("transformers", "lmlab"):
             if part in r:
-                summary[f"{part}_{shape}_tokens_per_s"] = r[part]["tokens_per_s"]
                 summary[f"{part}_step_{shape}_ms"] = r[part]["step_ms"]
         if "transformers" in r:
             summary["transformers_attn_implementation"] = r["transformers"].get("attn_implementation")
-        if len(r) == 2:
-            summary[f"ratio_{shape}"] = round(r["lmlab"]["tokens_per_s"] / r["transformers"]["tokens_per_s"], 3)
+            if "lmlab" in r:
+                summary[f"ratio_{shape}"] = round(r["lmlab"]["tokens_per_s"] / r["transformers"]["tokens_per_s"], 3)
+        peers = {part: r[part]["tokens_per_s"] for part in PEER_MODES if part in r}
+        if peers and "lmlab" in r:
+            best = max(peers, key=peers.get)
+            summary[f"peer_best_{shape}"] = best
+            summary[f"ratio_best_{shape}"] = round(r["lmlab"]["tokens_per_s"] / peers[best], 3)
         summary[f"contended_{shape}"] = any(v["contended"] for v in r.values())
         summary[f"other_cores_{shape}"] = max((v["other_cores"] for v in r.values()), default=None)
     summary["wall_s"] = round(time.perf_counter() - start, 1)

@@ -2,8 +2,8 @@
 
     python bench/train_step.py [--shapes small,large] [--tf-inter-op 1] [--profile]
 
-(about 7 minutes on the 2-core CI-class machine when it is otherwise idle; ``--profile``
-adds about 10 more.)
+(about 15 minutes on the 2-core CI-class machine when it is otherwise idle, a third of it the
+compilation of the ``torch.compile`` modes; ``--profile`` adds about 10 more.)
 
 What is measured, for two GPT-2 shapes with a 65-token (character-level) vocabulary,
 dropout 0, float32:
@@ -21,11 +21,19 @@ For each shape, tokens/s (``batch * block / seconds per step``) of one full opti
   (reset to float32 afterwards) and compiled as the trainer's ``compile: auto`` does for it
   (:func:`lmlab.training.steps.use_xla`: on a CPU, a TensorFlow graph, whose oneDNN matmuls use
   bfloat16 instructions, instead of XLA, whose CPU backend computes bfloat16 products in float32);
-* ``transformers``: ``GPT2LMHeadModel`` of the same shape (tied embeddings, ``gelu_new``,
-  LayerNorm eps 1e-5, all dropouts 0, the library's default attention, i.e. SDPA) in eager
-  PyTorch: cross-entropy on the logits, ``torch.nn.utils.clip_grad_norm_(…, 1.0)``,
-  ``torch.optim.AdamW`` (its CPU default implementation) with the same betas (0.9, 0.99),
-  eps 1e-8, weight decay 0.1 on matrices only, and a ``LambdaLR`` warm-up + cosine schedule.
+* the peer, ``GPT2LMHeadModel`` of the same shape (tied embeddings, ``gelu_new``, LayerNorm eps
+  1e-5, all dropouts 0, the library's default attention, i.e. SDPA): cross-entropy on the
+  logits, ``torch.nn.utils.clip_grad_norm_(…, 1.0)``, ``torch.optim.AdamW`` with the same betas
+  (0.9, 0.99), eps 1e-8, weight decay 0.1 on matrices only, and a ``LambdaLR`` warm-up + cosine
+  schedule, in its four modes, each in its own worker and each with AdamW's fastest correct
+  implementation here (``fused=True``, else ``foreach=True``; ``adamw`` in the JSON says which):
+
+  * ``transformers``: float32, eager;
+  * ``transformers_bf16``: the forward pass and the loss under ``torch.autocast("cpu",
+    dtype=torch.bfloat16)`` (float32 weights, optimizer and loss: the same mixed precision
+    as lmlab's ``mixed_bfloat16``);
+  * ``transformers_compiled`` / ``transformers_bf16_compiled``: the same with the model wrapped in
+    ``torch.compile`` (inductor; a mode whose compilation fails is reported as ``null``).
 
 Threads: ``torch.set_num_threads(2)``; TensorFlow intra-op 2 and inter-op ``--tf-inter-op``
 (default 1: as fast as 2 here), set before anything is built.
@@ -42,12 +50,17 @@ flagged ``contended``, if none was). On a shared machine PyTorch suffers most fr
 disturbance: its OpenMP threads wait on each other at every operation, and a busy core made
 its steps 10 to 40 times slower here.
 
-``ratio_small`` / ``ratio_large`` = lmlab tokens/s / transformers tokens/s (the issue's
-targets: ≥ 2.0 and ≥ 1.5); ``ratio_bf16_*`` the same for ``lmlab_bf16``.
+``ratio_best_small`` / ``ratio_best_large`` = lmlab's fastest mode's tokens/s / the peer's
+fastest mode's (the figures to quote; the issue's targets: ≥ 2.0 and ≥ 1.5), with
+``lmlab_best_*`` and ``peer_best_*`` naming the two; ``ratio_small`` / ``ratio_large`` compare
+the float32 modes and ``ratio_bf16_*`` the bfloat16 ones.
 
-``sgemm_gflops``: PyTorch's 1024×1024×1024 float32 matmul on 2 threads, a practical ceiling
-for this machine, next to which ``*_gflops`` (the step's FLOPs, ``6N + 12·L·d·T`` per token as
-:meth:`TransformerLM.flops_per_token`, over the step time) can be read.
+``*_gflops`` is each contender's step FLOPs (``6N + 12·L·d·T`` per token as
+:meth:`TransformerLM.flops_per_token`) over its step time, and ``*_mfu`` that over the matmul
+peak of the path it runs on (the higher of its two sizes), measured in the same run by separate worker processes
+(``matmul_gflops``: the best of 20 n×n×n matmuls at n = 384 and 1024, for PyTorch float32 and
+bfloat16, a TensorFlow graph float32 and bfloat16 (oneDNN), and XLA float32 and bfloat16).
+The CPU's model name and flags (``cpu_flags``: amx_bf16, avx512_bf16, ...) come first.
 
 ``--profile`` adds a second group of workers per shape that shows where lmlab's step time
 goes, all XLA-compiled on the same model and batches (``profile_<shape>_ms``, median ms per
@@ -78,8 +91,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from contenders import (REPO, Budget, add_driver_arguments, interleave, serve, start_workers,  # noqa: E402
-                        timed_burst)
+from contenders import (REPO, Budget, add_driver_arguments, cpu_facts, interleave, serve,  # noqa: E402
+                        start_workers, timed_burst)
 
 VOCAB = 65
 THREADS = 2
@@ -90,7 +103,16 @@ SHAPES = {
 # The optimizer both sides use (lmlab's TrainConfig defaults: nanoGPT's CPU recipe).
 LR, MIN_LR, WARMUP, MAX_STEPS = 1e-3, 1e-4, 100, 2000
 BETAS, EPS, WEIGHT_DECAY, CLIP = (0.9, 0.99), 1e-8, 0.1, 1.0
-MAIN_PARTS = ("transformers", "lmlab", "lmlab_bf16")
+# The peer's modes: part -> (bfloat16 autocast, torch.compile)
+PEER_MODES = {"transformers": (False, False), "transformers_bf16": (True, False),
+              "transformers_compiled": (False, True), "transformers_bf16_compiled": (True, True)}
+LMLAB_PARTS = ("lmlab", "lmlab_bf16")
+MAIN_PARTS = (*PEER_MODES, *LMLAB_PARTS)
+# Which measured matmul peak each contender's step runs on (for its model FLOPs utilisation).
+PEAK_OF = {"transformers": "torch_float32", "transformers_compiled": "torch_float32",
+           "transformers_bf16": "torch_bfloat16", "transformers_bf16_compiled": "torch_bfloat16",
+           "lmlab": "xla_float32", "lmlab_bf16": "tf_graph_bfloat16"}
+PEAK_SIZES = (384, 1024)
 PROFILE_PARTS = ("stepper", "keras_fit", "fwd_bwd", "fwd", "apply", "reference_attn", "bare_keras",
                  "torch_fwd_bwd", "torch_fwd")
 
@@ -126,10 +148,15 @@ def torch_step(shape: dict, part: str):
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
                         tie_word_embeddings=True)
     model = GPT2LMHeadModel(config).float().train()
+    bf16, compiled = PEER_MODES.get(part, (False, False))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=LR, betas=BETAS, eps=EPS)
+    groups = [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
+    try:  # the fused CPU kernel (PyTorch >= 2.4), else the multi-tensor one: both faster than the default loop
+        optimizer, adamw = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, fused=True), "fused"
+    except (RuntimeError, TypeError):
+        optimizer, adamw = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, foreach=True), "foreach"
+    forward = torch.compile(model) if compiled else model
 
     def lr_lambda(step):  # linear warm-up from 0, then cosine down to MIN_LR (as lmlab's schedule)
         if step < WARMUP:
@@ -140,8 +167,9 @@ def torch_step(shape: dict, part: str):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
     def loss_of(x, y):
-        logits = model(input_ids=x).logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(input_ids=x).logits
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))  # a float32 loss
 
     def train(x, y):
         loss = loss_of(x, y)
@@ -162,26 +190,50 @@ def torch_step(shape: dict, part: str):
         with torch.no_grad():
             return float(loss_of(x, y))
 
-    step = {"transformers": train, "torch_fwd_bwd": fwd_bwd, "torch_fwd": fwd}[part]
+    step = {"torch_fwd_bwd": fwd_bwd, "torch_fwd": fwd}.get(part, train)
     data = [(torch.from_numpy(x).long(), torch.from_numpy(y).long()) for x, y in batches(shape)]
     info = {"attn_implementation": getattr(model.config, "_attn_implementation", None),
-            "parameters": sum(p.numel() for p in model.parameters()), "sgemm_gflops": sgemm_gflops()}
+            "parameters": sum(p.numel() for p in model.parameters()), "adamw": adamw}
     return step, data, info
 
 
-def sgemm_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """Best float32 GFLOPS of PyTorch's ``n``³ matmul on its threads: this machine's practical ceiling."""
-    import torch
-
-    a, b = torch.rand(n, n), torch.rand(n, n)
+def best_gflops(matmul, n: int, repeats: int = 20) -> float:
+    """Best GFLOPS of ``matmul()`` (an ``n``³ product that blocks until done) over ``repeats`` calls."""
     for _ in range(3):
-        a @ b
+        matmul()
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ b
+        matmul()
         best = min(best, time.perf_counter() - t0)
     return round(2 * n**3 / best / 1e9, 1)
+
+
+def torch_peaks() -> dict:
+    """PyTorch's float32 and bfloat16 matmul GFLOPS on its threads, at each of ``PEAK_SIZES``."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        for n in PEAK_SIZES:
+            a, b = torch.rand(n, n).to(getattr(torch, dtype)), torch.rand(n, n).to(getattr(torch, dtype))
+            out[f"torch_{dtype}_{n}"] = best_gflops(lambda: a @ b, n)
+    return out
+
+
+def tf_peaks(inter_op: int) -> dict:
+    """TensorFlow graph (oneDNN) and XLA float32 and bfloat16 matmul GFLOPS, at each of ``PEAK_SIZES``."""
+    tf, _ = tf_setup(inter_op)
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        for n in PEAK_SIZES:
+            a = tf.cast(tf.random.uniform((n, n)), dtype)
+            b = tf.cast(tf.random.uniform((n, n)), dtype)
+            for path, xla in (("tf_graph", False), ("xla", True)):
+                product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)[:1, :1]), jit_compile=xla)
+                out[f"{path}_{dtype}_{n}"] = best_gflops(lambda: product(a, b).numpy(), n)
+    return out
 
 
 def tf_setup(inter_op: int):
@@ -268,7 +320,10 @@ def lmlab_step(shape: dict, part: str, inter_op: int):
 def worker(args) -> None:
     """Child process: build and warm up, say so, then time bursts of steps on request."""
     shape = SHAPES[args.shape]
-    if args.part.startswith("torch") or args.part == "transformers":
+    if args.part in ("peaks_torch", "peaks_tf"):  # no steps: the matmul peaks, in the ready line
+        peaks = torch_peaks() if args.part == "peaks_torch" else tf_peaks(args.tf_inter_op)
+        return serve({"warmup_s": 0.0, "peaks": peaks}, lambda count: {"times": [], "other_cores": 0.0})
+    if args.part.startswith("torch") or args.part.startswith("transformers"):
         step, data, info = torch_step(shape, args.part)
     else:
         step, data, info = lmlab_step(shape, args.part, args.tf_inter_op)
@@ -316,6 +371,16 @@ def measure(args, budget: Budget, parts, shape: str, steps: int) -> dict:
             w.close()
 
 
+def matmul_peaks(args, budget: Budget) -> dict:
+    """Each framework's matmul GFLOPS (PyTorch; TensorFlow graph and XLA), each in a worker process of its own."""
+    peaks: dict = {}
+    workers = start_workers(args, budget, ("peaks_torch", "peaks_tf"), "small", __file__, log)
+    for w in workers:
+        peaks.update(w.info["peaks"])
+        w.close()
+    return peaks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_driver_arguments(parser)
@@ -336,11 +401,16 @@ def main() -> None:
     log(f"cores {os.cpu_count()}; torch {torch.__version__} ({THREADS} threads), transformers "
         f"{transformers.__version__}, tensorflow {tf.__version__} (intra-op {THREADS}, inter-op "
         f"{args.tf_inter_op}), keras {keras.__version__}")
-    summary: dict = {"threads": THREADS, "tf_intra_op": THREADS, "tf_inter_op": args.tf_inter_op,
+    machine = cpu_facts()
+    log(f"cpu {machine['cpu_model']}, {machine['cpu_cores']} cores, flags {' '.join(machine['cpu_flags'])}")
+    summary: dict = {**machine, "threads": THREADS, "tf_intra_op": THREADS, "tf_inter_op": args.tf_inter_op,
                      "torch": torch.__version__, "transformers": transformers.__version__,
                      "tensorflow": tf.__version__, "keras": keras.__version__}
     budget = Budget(args.idle_budget)
     start = time.perf_counter()
+    peaks = matmul_peaks(args, budget)
+    summary["matmul_gflops"] = peaks
+    log("matmul peaks (GFLOPS): " + ", ".join(f"{k} {v}" for k, v in peaks.items()))
     for shape in [s for s in args.shapes.split(",") if s]:
         s = SHAPES[shape]
         steps = args.steps_small if shape == "small" else args.steps_large
@@ -352,19 +422,30 @@ def main() -> None:
                 r = main_r[part]
                 summary[f"{part}_{shape}_tokens_per_s"] = r["tokens_per_s"]
                 summary[f"{part}_{shape}_ms_per_step"] = round(r["median_s"] * 1e3, 2)
-        torch_r = main_r.get("transformers")
-        for part, key in (("lmlab", f"ratio_{shape}"), ("lmlab_bf16", f"ratio_bf16_{shape}")):
-            if torch_r and part in main_r:
-                summary[key] = round(main_r[part]["tokens_per_s"] / torch_r["tokens_per_s"], 3)
-        if torch_r:
-            summary["transformers_attn_implementation"] = torch_r.get("attn_implementation")
-            summary[f"sgemm_gflops_{shape}"] = torch_r.get("sgemm_gflops")
+            else:
+                summary[f"{part}_{shape}_tokens_per_s"] = None  # its worker failed (e.g. torch.compile)
+        for ours, theirs, key in (("lmlab", "transformers", f"ratio_{shape}"),
+                                  ("lmlab_bf16", "transformers_bf16", f"ratio_bf16_{shape}")):
+            if ours in main_r and theirs in main_r:
+                summary[key] = round(main_r[ours]["tokens_per_s"] / main_r[theirs]["tokens_per_s"], 3)
+        fastest = {side: max((p for p in parts if p in main_r), key=lambda p: main_r[p]["tokens_per_s"], default=None)
+                   for side, parts in (("lmlab", LMLAB_PARTS), ("peer", PEER_MODES))}
+        if fastest["lmlab"] and fastest["peer"]:
+            summary[f"lmlab_best_{shape}"], summary[f"peer_best_{shape}"] = fastest["lmlab"], fastest["peer"]
+            summary[f"ratio_best_{shape}"] = round(main_r[fastest["lmlab"]]["tokens_per_s"]
+                                                   / main_r[fastest["peer"]]["tokens_per_s"], 3)
+        if "transformers" in main_r:
+            summary["transformers_attn_implementation"] = main_r["transformers"].get("attn_implementation")
+            summary["transformers_adamw"] = main_r["transformers"].get("adamw")
         if "lmlab" in main_r:
             gflops = main_r["lmlab"]["flops_per_token"] * s["batch"] * s["block"] / 1e9
             summary[f"gflop_per_step_{shape}"] = round(gflops, 2)
             for part in MAIN_PARTS:
                 if part in main_r:
-                    summary[f"{part}_{shape}_gflops"] = round(gflops / main_r[part]["median_s"], 1)
+                    achieved = gflops / main_r[part]["median_s"]
+                    summary[f"{part}_{shape}_gflops"] = round(achieved, 1)
+                    peak = max((peaks.get(f"{PEAK_OF[part]}_{n}") or 0 for n in PEAK_SIZES), default=0)
+                    summary[f"{part}_{shape}_mfu"] = round(achieved / peak, 3) if peak else None
         summary[f"contended_{shape}"] = any(r["contended"] for r in main_r.values())
         summary[f"other_cores_{shape}"] = max((r["other_cores"] for r in main_r.values()), default=None)
         if args.profile:
