@@ -15,6 +15,7 @@ as can the model's ``dropout``, ``attention`` and (smaller) ``block_size``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -103,6 +104,14 @@ def import_hf(folder, out, data=None, settings=(), tokenizer=None, log=print) ->
         tok, data_ref = _data_reference(data, tok)
     import keras  # TensorFlow loads here, once the folder has passed the checks above
 
+    from lmlab.training.precision import resolve_precision
+
+    # Chosen now, so the saved config (what `lmlab train --resume` fine-tunes with) never says auto.
+    precision, why = resolve_precision(train_config.precision, model_config.d_model,
+                                       train_config.batch_size * model_config.block_size)
+    if train_config.precision == "auto":
+        train_config = dataclasses.replace(train_config, precision=precision)
+        log(f"precision: {precision} ({why})")
     tensors = CheckpointTensors.open(folder)
     try:
         keras.config.set_dtype_policy("float32" if train_config.precision == "float32" else train_config.precision)

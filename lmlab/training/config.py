@@ -20,7 +20,7 @@ from lmlab.core.records import Record
 from lmlab.models.registry import ALIASES, family
 from lmlab.training.distribute.mesh import check as check_distribute
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: lmlab.training.precision
 COMPILE_MODES = ("auto", "xla", "graph")  # how TensorFlow compiles the step (lmlab.training.steps.use_xla)
 
 
@@ -42,7 +42,7 @@ class TrainConfig(Record):
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # global norm; 0 turns clipping off
-    precision: str = "float32"
+    precision: str = "auto"  # mixed_bfloat16 where this machine's bfloat16 path is faster, else float32
     compile: str = "auto"  # TensorFlow: xla | graph | auto (XLA, but graph mode for bfloat16 on a CPU)
     eval_interval: int = 250
     eval_batches: int = 20  # batches of random validation windows per evaluation

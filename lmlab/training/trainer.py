@@ -81,6 +81,13 @@ class Trainer:
             self.log("note: the data has no validation split; evaluation uses the training split")
         self.model_config = registry.model_config(config.family, config.preset, tokenizer.vocab_size, config.model)
         self.placement = placement_for(config, self.model_config)  # before TensorFlow starts: it may split the CPU
+        if config.precision == "auto":  # chosen once, at the start; the saved config keeps the choice for resumes
+            from lmlab.training.precision import resolve_precision
+
+            width = getattr(self.model_config, "d_model", 0)
+            precision, why = resolve_precision("auto", width, config.batch_size * self.model_config.block_size)
+            config = self.config = dataclasses.replace(config, precision=precision)
+            self.log(f"precision: {precision} ({why})")
         keras.config.set_dtype_policy("float32" if config.precision == "float32" else config.precision)
         keras.utils.set_random_seed(config.seed)
         with self.placement.scope():  # variables created with their devices and layouts
@@ -121,8 +128,8 @@ class Trainer:
             keras.config.set_dtype_policy("float32")
 
     def _run(self) -> dict:
-        config = self.config
         self._setup()
+        config = self.config  # as set up: precision auto resolved
         step, best, stale, elapsed = 0, math.inf, 0, 0.0
         skipped, bad_in_a_row, poison = 0, 0, poisoned_steps()  # bad batches skipped; the fault-injection hook
         if self.resume:
