@@ -10,6 +10,73 @@ from lmlab.cli.common import log, log_unless_quiet, progress_on, run_output_opti
 from lmlab.core.errors import ConfigError
 
 
+def add_commands(commands) -> None:
+    p = commands.add_parser("train", help="train a language model of any family (Transformer, LSTM/GRU, gated CNN, masked LM, n-gram)",
+                            description="Train from a config file and/or options; every config field can be set "
+                            "with --set key=value (model fields as model.NAME=VALUE).")
+    p.add_argument("config", nargs="?", help="YAML or TOML config file")
+    p.add_argument("--data", help="a folder made by lmlab prepare")
+    p.add_argument("--model", help="model family: transformer (default), rnn, gated_cnn (alias cnn), "
+                   "encoder (masked LM, alias bert)")
+    p.add_argument("--preset", help="model preset, e.g. debug, shakespeare-char; transformer: gpt2-small, "
+                   "llama-small; rnn, gated_cnn: wikitext2")
+    p.add_argument("--max-steps", type=int, help="optimizer steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
+    p.add_argument("--skip-bad-batches", action="store_true",
+                   help="skip (and log) a batch whose loss or gradient is NaN or infinite instead of stopping; "
+                   "also allowed with --resume")
+    p.add_argument("--distribute", choices=("none", "data", "model"),
+                   help="data: data parallel over this machine's devices, or over the workers of TF_CONFIG / "
+                   "lmlab launch; model: model parallel on JAX (see --mesh); also allowed with --resume "
+                   "(docs/distributed.md)")
+    p.add_argument("--mesh", metavar="batch=B,model=M",
+                   help="device mesh for --distribute model (default: batch=1, model=every device)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("launch", help="run an lmlab command as N local worker processes of one distributed run",
+                            description="Starts N local processes of `lmlab COMMAND ...` with TF_CONFIG (TensorFlow) "
+                            "or jax.distributed settings (JAX) on loopback ports; worker 0 reports and writes. "
+                            "Example: lmlab launch --workers 2 train --data DIR --distribute data --out RUN")
+    p.add_argument("--workers", type=int, required=True, help="number of worker processes")
+    p.add_argument("--backend", choices=("tensorflow", "jax"),
+                   help="Keras backend of the workers (default: KERAS_BACKEND, else tensorflow)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the lmlab command and its options")
+    p.set_defaults(func=cmd_launch)
+
+    p = commands.add_parser("eval", help="perplexity and bits per byte of a run's model")
+    p.add_argument("run")
+    p.add_argument("--split", default="test", help="split of the run's data (default test)")
+    p.add_argument("--text", help="score this UTF-8 text file instead")
+    p.add_argument("--stride", type=int, help="sliding-window stride (default: the block size)")
+    p.add_argument("--batch-size", type=int, default=8)
+    run_output_options(p, quiet=True)
+    p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("generate", help="generate text from a run's model (KV cache)")
+    p.add_argument("run")
+    p.add_argument("--prompt", action="append", help="prompt text; repeat for a batch")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    run_output_options(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = commands.add_parser("fill-mask", help="top candidates for each [MASK] in a text (encoder runs)",
+                            description="Fills each mask token ([MASK] or <mask>, as the tokenizer has it) of TEXT "
+                            "with a masked language model's top candidates.")
+    p.add_argument("run")
+    p.add_argument("text", help='e.g. "The capital of France is [MASK] ."')
+    p.add_argument("--second", help="a second text: the input is the pair [CLS] TEXT [SEP] SECOND [SEP]")
+    p.add_argument("--top-k", type=int, default=5)
+    run_output_options(p)
+    p.set_defaults(func=cmd_fill_mask)
+
+
 def cmd_train(args) -> int:
     from lmlab.training.config import TrainConfig, build_config
     from lmlab.training.distribute import is_chief_process
@@ -104,70 +171,3 @@ def cmd_fill_mask(args) -> int:
     print(f"filled: {result['filled']}")
     sys.stdout.flush()
     return 0
-
-
-def add_commands(commands) -> None:
-    p = commands.add_parser("train", help="train a language model of any family (Transformer, LSTM/GRU, gated CNN, masked LM, n-gram)",
-                            description="Train from a config file and/or options; every config field can be set "
-                            "with --set key=value (model fields as model.NAME=VALUE).")
-    p.add_argument("config", nargs="?", help="YAML or TOML config file")
-    p.add_argument("--data", help="a folder made by lmlab prepare")
-    p.add_argument("--model", help="model family: transformer (default), rnn, gated_cnn (alias cnn), "
-                   "encoder (masked LM, alias bert)")
-    p.add_argument("--preset", help="model preset, e.g. debug, shakespeare-char; transformer: gpt2-small, "
-                   "llama-small; rnn, gated_cnn: wikitext2")
-    p.add_argument("--max-steps", type=int, help="optimizer steps")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--out", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN", help="continue a run from its last checkpoint")
-    p.add_argument("--skip-bad-batches", action="store_true",
-                   help="skip (and log) a batch whose loss or gradient is NaN or infinite instead of stopping; "
-                   "also allowed with --resume")
-    p.add_argument("--distribute", choices=("none", "data", "model"),
-                   help="data: data parallel over this machine's devices, or over the workers of TF_CONFIG / "
-                   "lmlab launch; model: model parallel on JAX (see --mesh); also allowed with --resume "
-                   "(docs/distributed.md)")
-    p.add_argument("--mesh", metavar="batch=B,model=M",
-                   help="device mesh for --distribute model (default: batch=1, model=every device)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
-
-    p = commands.add_parser("launch", help="run an lmlab command as N local worker processes of one distributed run",
-                            description="Starts N local processes of `lmlab COMMAND ...` with TF_CONFIG (TensorFlow) "
-                            "or jax.distributed settings (JAX) on loopback ports; worker 0 reports and writes. "
-                            "Example: lmlab launch --workers 2 train --data DIR --distribute data --out RUN")
-    p.add_argument("--workers", type=int, required=True, help="number of worker processes")
-    p.add_argument("--backend", choices=("tensorflow", "jax"),
-                   help="Keras backend of the workers (default: KERAS_BACKEND, else tensorflow)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="the lmlab command and its options")
-    p.set_defaults(func=cmd_launch)
-
-    p = commands.add_parser("eval", help="perplexity and bits per byte of a run's model")
-    p.add_argument("run")
-    p.add_argument("--split", default="test", help="split of the run's data (default test)")
-    p.add_argument("--text", help="score this UTF-8 text file instead")
-    p.add_argument("--stride", type=int, help="sliding-window stride (default: the block size)")
-    p.add_argument("--batch-size", type=int, default=8)
-    run_output_options(p, quiet=True)
-    p.set_defaults(func=cmd_eval)
-
-    p = commands.add_parser("generate", help="generate text from a run's model (KV cache)")
-    p.add_argument("run")
-    p.add_argument("--prompt", action="append", help="prompt text; repeat for a batch")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    run_output_options(p)
-    p.set_defaults(func=cmd_generate)
-
-    p = commands.add_parser("fill-mask", help="top candidates for each [MASK] in a text (encoder runs)",
-                            description="Fills each mask token ([MASK] or <mask>, as the tokenizer has it) of TEXT "
-                            "with a masked language model's top candidates.")
-    p.add_argument("run")
-    p.add_argument("text", help='e.g. "The capital of France is [MASK] ."')
-    p.add_argument("--second", help="a second text: the input is the pair [CLS] TEXT [SEP] SECOND [SEP]")
-    p.add_argument("--top-k", type=int, default=5)
-    run_output_options(p)
-    p.set_defaults(func=cmd_fill_mask)
