@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import os
 import sys
 import time
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contenders import cpu_facts  # noqa: E402
 
 # Dense bf16 peak (no sparsity), TFLOP/s, from the vendors' data sheets.
 PEAK_TFLOPS = {
@@ -114,7 +119,7 @@ def main(argv=None) -> int:
               "peak_tflops": peak / 1e12 if peak else None,
               "mfu": round(tokens_per_s * flops_per_token / peak, 4) if peak else None,
               "final_loss": round(float(loss), 4), "smoke": args.smoke}
-    line = json.dumps(result)
+    line = json.dumps({**cpu_facts(), **result})
     print(line)
     if args.json:
         with open(args.json, "a", encoding="utf-8") as handle:

@@ -33,6 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contenders import cpu_facts  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -134,7 +138,8 @@ def main() -> None:
     import torch
     import transformers
 
-    result.update(tensorflow=tf.__version__, torch=torch.__version__, transformers=transformers.__version__,
+    result.update(**cpu_facts(), tensorflow=tf.__version__, torch=torch.__version__,
+                  transformers=transformers.__version__,
                   wall_s=round(time.perf_counter() - wall, 1))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contenders import cpu_facts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +87,7 @@ def main() -> None:
         fit_ms = (time.perf_counter() - start) / args.steps * 1e3
 
     print(json.dumps({
-        "batch": args.batch, "block": args.block, "steps": args.steps,
+        **cpu_facts(), "batch": args.batch, "block": args.block, "steps": args.steps,
         "data_ms": round(data_ms, 4), "step_ms": round(step_ms, 3), "fit_ms": round(fit_ms, 3),
         "data_wait_fraction": round(data_ms / (data_ms + step_ms), 5),
         "fit_overhead_fraction": round(max(fit_ms - step_ms, 0.0) / fit_ms, 4),

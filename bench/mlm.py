@@ -20,6 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contenders import cpu_facts  # noqa: E402
+
 DATA = Path(os.environ.get("LMLAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 CORPORA = {
@@ -168,11 +172,12 @@ def main() -> int:
     parser.add_argument("--tasks", action="store_true", help="fine-tune the WikiText-2 encoder on SST-2 and SQuAD")
     args = parser.parse_args()
     if args.tasks:
-        print(json.dumps(tasks(Path(args.out), {"sst2": 594, "squad": 250}, args.position)), flush=True)
+        print(json.dumps({**cpu_facts(), **tasks(Path(args.out), {"sst2": 594, "squad": 250}, args.position)}),
+              flush=True)
         return 0
     for name in [args.only] if args.only else list(CORPORA):
-        print(json.dumps(run(name, Path(args.out), args.seconds, args.steps, args.position), ensure_ascii=False),
-              flush=True)
+        print(json.dumps({**cpu_facts(), **run(name, Path(args.out), args.seconds, args.steps, args.position)},
+                         ensure_ascii=False), flush=True)
     return 0
 
 

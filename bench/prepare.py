@@ -27,6 +27,10 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contenders import cpu_facts  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -133,7 +137,7 @@ def main() -> None:
         "rss_10x_mib": round(rss_10x / 2**20, 1),
         "rss_ratio_10x": round(rss_10x / rss_1x, 3),
     }
-    print(json.dumps(result))
+    print(json.dumps({**cpu_facts(), **result}))
 
 
 if __name__ == "__main__":
