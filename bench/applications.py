@@ -300,9 +300,9 @@ def generation(work: Path, results: Results, key: str, run: Path, train: Path, t
         config = DecodeConfig("beam", beam_size=4) if strategy == "beam" else DecodeConfig(strategy)
         metrics = evaluate_task(out, test, decode=config, limit=test_examples, out=out / f"test-{strategy}.json",
                                 predictions=out / f"predictions-{strategy}.jsonl")
-        keep = {k: v for k, v in metrics.items() if k in ("examples", "rouge1", "rouge2", "rougeL", "bleu",
-                                                          "bleu_signature", "exact_match", "f1", "prompts_cut",
-                                                          "seconds", "lang")}
+        keep = {k: v for k, v in metrics.items() if k in ("examples", "rouge1", "rouge2", "rougeL", "rougeLsum",
+                                                          "bleu", "bleu_signature", "exact_match", "f1",
+                                                          "prompts_cut", "seconds", "lang")}
         results.put(name, {**keep, "val_loss": fitted["val_loss"], "steps": fitted["steps"],
                            "fine_tune_seconds": fitted["seconds"], "train_examples": limit})
 

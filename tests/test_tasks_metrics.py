@@ -1,5 +1,6 @@
 """Task metrics against known values: sacrebleu itself, hand-computed ROUGE, SQuAD F1 and classification
-cases, and the official SQuAD normalisation."""
+cases, and the official SQuAD normalisation (tests/test_metrics_official.py compares them with the
+official implementations on thousands of cases)."""
 
 from __future__ import annotations
 
@@ -46,16 +47,16 @@ def test_rouge_by_hand():
     assert scores["rougeL"] == pytest.approx(scores["rouge1"])  # the LCS is the 5 shared words in order
     assert rouge_tokens("The cat's HAT!", "en") == ["the", "cat", "s", "hat"]
     assert lcs_length(list("abcd"), list("acbd")) == 3
-    assert rouge_scores("", ["a b"]) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    assert rouge_scores("", ["a b"]) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "rougeLsum": 0.0}
 
 
 def test_rouge_chinese_is_character_level_and_takes_the_best_reference():
     # 我爱北京 / 我爱上海: characters 我 爱 shared (2 of 4 each side), bigram 我爱 (1 of 3).
     scores = rouge_scores("我爱北京", ["我爱上海", "完全不同"], "zh")
-    assert scores == pytest.approx({"rouge1": 0.5, "rouge2": 1 / 3, "rougeL": 0.5})
+    assert scores == pytest.approx({"rouge1": 0.5, "rouge2": 1 / 3, "rougeL": 0.5, "rougeLsum": 0.5})
     assert rouge_tokens("我 爱 NLP", "zh") == ["我", "爱", "N", "L", "P"]
     corpus = corpus_rouge(["我爱北京", "你好"], [["我爱上海"], ["你好"]], "zh")
-    assert corpus == pytest.approx({"rouge1": 75.0, "rouge2": (100 / 3 + 100) / 2, "rougeL": 75.0})
+    assert corpus == pytest.approx({"rouge1": 75.0, "rouge2": (100 / 3 + 100) / 2, "rougeL": 75.0, "rougeLsum": 75.0})
 
 
 def test_official_squad_normalisation():
@@ -70,7 +71,10 @@ def test_squad_exact_match_and_f1_by_hand():
     assert f1_score("Broncos", "Denver Broncos") == pytest.approx(2 * 1 * 0.5 / 1.5)
     # "cat sat on mat" against "cat on mat": 3 shared tokens, precision 3/4, recall 1.
     assert f1_score("the cat sat on the mat", "a cat on a mat") == pytest.approx(6 / 7)
-    assert f1_score("", "") == 1.0 and f1_score("cat", "") == 0.0 and f1_score("", "cat") == 0.0  # v2.0 no-answer
+    # v1.1 (the default): no shared token is F1 0, even for two empty answers; v2.0: no answer matches no answer.
+    assert f1_score("", "") == 0.0 and f1_score("", "the") == 0.0 and exact_match("", "the") == 1.0
+    assert f1_score("", "", version="2.0") == 1.0 and f1_score("cat", "", version="2.0") == 0.0
+    assert f1_score("", "cat", version="2.0") == 0.0
     scores = squad_scores(["Denver Broncos", "Panthers", "1990"],
                           [["Denver Broncos", "Broncos"], ["Carolina Panthers"], ["1991"]])
     assert scores["exact_match"] == pytest.approx(100 / 3)
@@ -82,6 +86,8 @@ def test_chinese_squad_follows_cmrc2018():
     # mixed segmentation: 北 京 大 学 / 北 京; longest common substring 2: precision 2/4, recall 1.
     assert f1_score("北京大学", "北京", "zh") == pytest.approx(2 * 0.5 * 1 / 1.5)
     assert f1_score("1990年", "1990", "zh") == pytest.approx(2 * 0.5 * 1 / 1.5)  # tokens 1990, 年
+    # Runs are split by NLTK's word tokenizer, as the script does: 3.5 is one token (3.5 亿 / 3.5: F1 2/3).
+    assert f1_score("3.5亿", "3.5", "zh") == pytest.approx(2 * 0.5 * 1 / 1.5)
 
 
 def test_classification_metrics_by_hand():

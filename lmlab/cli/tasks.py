@@ -208,7 +208,7 @@ def add_commands(commands) -> None:
     p.add_argument("folder")
     p.add_argument("--test", required=True, help="test file")
     p.add_argument("--task", choices=("classify", "generate", "span"), help="check the folder's task")
-    p.add_argument("--metrics", help="generation metrics: rouge, bleu, squad (default: the template's)")
+    p.add_argument("--metrics", help="generation metrics: rouge, rouge-stemmed, bleu, squad (default: the template's)")
     p.add_argument("--lang", default="auto", help="language of the references (default: as fine-tuned)")
     p.add_argument("--out", help="metrics JSON (default DIR/metrics-TESTNAME.json)")
     p.add_argument("--predictions", help="also write every prediction to this JSONL file")

@@ -19,6 +19,7 @@ EXTRAS = {  # top-level module -> (extra, what needs it)
     "transformers": ("parity", "checking lmlab against the transformers reference"),
     "torch": ("parity", "checking lmlab against the transformers reference"),
     "tensorboard": ("tensorboard", "viewing training logs (tensorboard --logdir RUN/tensorboard)"),
+    "nltk": ("rouge", "ROUGE with Porter stemming (rouge-stemmed)"),
 }
 
 

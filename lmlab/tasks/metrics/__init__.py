@@ -1,4 +1,6 @@
-"""Task metrics: classification, ROUGE, BLEU (sacrebleu) and SQuAD EM/F1."""
+"""Task metrics, each computed as its official implementation does (checked against it in
+tests/test_metrics_official.py): classification (scikit-learn), ROUGE (``rouge_score``), BLEU
+(sacrebleu itself), SQuAD EM/F1 (the v1.1/v2.0 scripts) and Chinese EM/F1 (the CMRC 2018 script)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from lmlab.tasks.metrics.classification import classification_metrics
 from lmlab.tasks.metrics.rouge import corpus_rouge
 from lmlab.tasks.metrics.squad import squad_scores
 
-GENERATION_METRICS = ("rouge", "bleu", "squad")
+# "rouge-stemmed": ROUGE with the Porter stemmer (rouge_score's use_stemmer=True), keys suffixed "_stemmed".
+GENERATION_METRICS = ("rouge", "rouge-stemmed", "bleu", "squad")
 
 
 def generation_metrics(names: Sequence[str], predictions: Sequence[str], references: Sequence[Sequence[str]],
@@ -22,6 +25,9 @@ def generation_metrics(names: Sequence[str], predictions: Sequence[str], referen
     result: dict = {}
     if "rouge" in names:
         result.update(corpus_rouge(predictions, references, lang))
+    if "rouge-stemmed" in names:
+        stemmed = corpus_rouge(predictions, references, lang, stem=True)
+        result.update({f"{key}_stemmed": value for key, value in stemmed.items()})
     if "bleu" in names:
         result.update(corpus_bleu(predictions, references, lang))
     if "squad" in names:
