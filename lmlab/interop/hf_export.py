@@ -43,6 +43,9 @@ def export_hf(run, out, checkpoint: str = "best", with_tokenizer: bool = True, o
     started = time.perf_counter()
     loaded = load_run(run, checkpoint)
     config = loaded.model.config
+    if getattr(config, "output", "softmax") != "softmax":  # GPT-2 and Llama have one full-softmax lm_head
+        raise ConfigError(f"{run}: a model with output={config.output!r} (the adaptive softmax) has no Hugging Face "
+                          f"GPT-2 or Llama equivalent; only output='softmax' models can be exported")
     arch = hf_config.architecture_for(config)
     imported = loaded.config.get("imported_from", {}).get("tokenizer_config") or None
     backend_json, specials = None, {}

@@ -17,13 +17,17 @@ import keras
 from keras import ops
 
 from lmlab.core.errors import ConfigError
-from lmlab.core.records import Record, check_fields
+from lmlab.core.records import Record, check_fields, is_int, is_real
+from lmlab.layers.adaptive_softmax import AdaptiveSoftmax, adaptive_macs, adaptive_parameters
+
+OUTPUTS = ("softmax", "adaptive")  # the output layer: full softmax, or the adaptive softmax (Grave et al. 2017)
 
 
 class ModelConfig(Record):
     def to_dict(self) -> dict[str, Any]:
-        """Resolved values of every field, JSON-serialisable."""
-        return {name: getattr(self, name) for name in self.field_names()}
+        """Resolved values of every field, JSON-serialisable (tuples as lists, as JSON reads them back)."""
+        values = {name: getattr(self, name) for name in self.field_names()}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]):
@@ -39,6 +43,61 @@ class ModelConfig(Record):
         changes = {name: None for name in getattr(self, "_auto", ()) if name not in overrides}
         changes.update(overrides)
         return dataclasses.replace(self, **changes)
+
+
+def check_output(config) -> None:
+    """Validate (and normalise) a decoder config's output fields: ``output``, ``cutoffs``, ``div_value``.
+
+    ``output="adaptive"`` needs ``cutoffs``: strictly increasing positive ids below ``vocab_size``,
+    the head being ids ``[0, cutoffs[0])`` (see :mod:`lmlab.layers.adaptive_softmax`). ``cutoffs`` and
+    ``div_value`` are checked whenever given and used only by the adaptive output.
+    """
+    if config.output not in OUTPUTS:
+        raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}: output={config.output!r}")
+    cutoffs = config.cutoffs
+    if cutoffs is not None:
+        if (isinstance(cutoffs, (str, bytes)) or not hasattr(cutoffs, "__iter__")
+                or not all(is_int(c) for c in cutoffs)):
+            raise ConfigError(f"cutoffs must be a list of integers: cutoffs={cutoffs!r}")
+        cutoffs = tuple(int(c) for c in cutoffs)
+        if not cutoffs or cutoffs[0] < 1 or any(b <= a for a, b in zip(cutoffs, cutoffs[1:])) \
+                or cutoffs[-1] >= config.vocab_size:
+            raise ConfigError(f"cutoffs must be strictly increasing integers in [1, vocab_size={config.vocab_size}): "
+                              f"cutoffs={list(cutoffs)!r}")
+        object.__setattr__(config, "cutoffs", cutoffs)
+    if config.output == "adaptive" and cutoffs is None:
+        raise ConfigError("output='adaptive' needs cutoffs, e.g. cutoffs=[2000, 10000] (the head's size first)")
+    if not is_real(config.div_value) or config.div_value < 1.0:
+        raise ConfigError(f"div_value must be a number >= 1: div_value={config.div_value!r}")
+    object.__setattr__(config, "div_value", float(config.div_value))
+
+
+def is_adaptive(config) -> bool:
+    """Whether ``config`` (any model config) has the adaptive softmax output."""
+    return getattr(config, "output", "softmax") == "adaptive"
+
+
+def adaptive_output_parameters(config) -> int:
+    """Weights of ``config``'s adaptive output layer (the head's word rows left out when tied)."""
+    return adaptive_parameters(config.vocab_size, config.d_model, config.cutoffs, config.div_value,
+                               tied=config.tie_embeddings)
+
+
+def output_flop_weights(config, num_parameters: int) -> int:
+    """``N`` of ``6*N`` from ``num_parameters`` (``non_embedding=True``): for the adaptive output its
+    weights are swapped for what it computes per token (:func:`~lmlab.layers.adaptive_softmax.adaptive_macs`:
+    the tied head rows, every tail for every token); the full softmax is counted as it was."""
+    if not is_adaptive(config):
+        return num_parameters
+    macs = adaptive_macs(config.vocab_size, config.d_model, config.cutoffs, config.div_value)
+    return num_parameters - adaptive_output_parameters(config) + macs
+
+
+def build_adaptive(config, stddev: float, seed: int | None, dtype) -> AdaptiveSoftmax:
+    """The adaptive softmax of ``config`` (``name="adaptive_softmax"``), its head tied when ``tie_embeddings``."""
+    return AdaptiveSoftmax(config.vocab_size, config.d_model, config.cutoffs, config.div_value,
+                           tied=config.tie_embeddings, stddev=stddev, seed=seed, dtype=dtype,
+                           name="adaptive_softmax")
 
 
 def preset_config(config_class, family: str, presets: Mapping[str, Mapping[str, Any]], name: str,
@@ -84,11 +143,15 @@ def check_cache_length(max_length) -> None:
 
 class OutputHead:
     """The output layer the RNN and gated CNN share: the tied input embedding (or an untied
-    ``lm_head``) plus a per-word bias. Expects ``token_embedding``, ``lm_head`` (or ``None``)
-    and ``output_bias`` on the model."""
+    ``lm_head``) plus a per-word bias, or the adaptive softmax. Expects ``token_embedding``,
+    ``lm_head`` (or ``None``), ``adaptive`` (or ``None``) and, without ``adaptive``, ``output_bias``
+    on the model."""
 
     def logits(self, x):
-        """Float32 logits ``(B, T, V)`` from :meth:`hidden_states` ``(B, T, d)``."""
+        """Float32 logits ``(B, T, V)`` from :meth:`hidden_states` ``(B, T, d)``; the adaptive output's
+        are normalised log-probabilities."""
+        if self.adaptive is not None:
+            return self.adaptive.log_probs(x, self.output_table())
         if self.lm_head is None:
             table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
             logits = ops.einsum("btd,vd->btv", x, table)  # no transposed copy of the table
@@ -100,7 +163,7 @@ class OutputHead:
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Number of weights; ``non_embedding=True`` leaves out an untied input embedding (lookup only)."""
         total = sum(math.prod(w.shape) for w in self.weights)
-        if non_embedding and self.lm_head is not None:
+        if non_embedding and (self.lm_head is not None or self.adaptive is not None):
             total -= math.prod(self.token_embedding.embeddings.shape)
         return int(total)
 
@@ -119,6 +182,19 @@ class LanguageModel:
     def logits(self, hidden):
         """Float32 logits ``(B, T, V)`` from :meth:`hidden_states`; ``call(ids) == logits(hidden_states(ids))``."""
         raise NotImplementedError
+
+    def output_table(self):
+        """The ``(V, d)`` embedding the adaptive output's head shares (``None`` when untied)."""
+        return self.token_embedding.embeddings if self.config.tie_embeddings else None
+
+    def token_nll(self, hidden, targets):
+        """Float32 ``(B, T)`` ``-log p(targets)`` from :meth:`hidden_states`: the training and evaluation
+        loss. The adaptive output computes it without the ``(B, T, V)`` log-probabilities; the full
+        softmax from :meth:`logits`."""
+        adaptive = getattr(self, "adaptive", None)
+        if adaptive is not None:
+            return adaptive.token_nll(hidden, targets, self.output_table())
+        return ops.sparse_categorical_crossentropy(targets, self.logits(hidden), from_logits=True)
 
     def stateless_call_with_cache(self, variable_values, token_ids, cache, index=None):
         """:meth:`call_with_cache` with the weights passed in as values (lined up with ``self.variables``).

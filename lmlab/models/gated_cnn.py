@@ -49,8 +49,9 @@ from keras import ops
 from lmlab.core.errors import ConfigError
 from lmlab.core.records import is_int, is_real
 from lmlab.layers.normalization import RMSNorm
-from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, build_built, check_cache_length,
-                               preset_config)
+from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, adaptive_output_parameters,
+                               build_adaptive, build_built, check_cache_length, check_output, is_adaptive,
+                               output_flop_weights, preset_config)
 
 NORMS = ("layernorm", "rmsnorm", "none")
 FAMILY = "gated_cnn"
@@ -76,6 +77,8 @@ class GatedCNNConfig(ModelConfig):
     - ``dropout``: on the embedding output and on each block's GLU output (before
       the residual add).
     - ``tie_embeddings``: the output layer reuses the token embedding.
+    - ``output``: ``"softmax"`` (default) or ``"adaptive"`` with ``cutoffs`` and ``div_value``
+      (:mod:`lmlab.layers.adaptive_softmax`; as :class:`lmlab.models.rnn.RNNConfig`).
     """
 
     vocab_size: int
@@ -87,6 +90,9 @@ class GatedCNNConfig(ModelConfig):
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    output: str = "softmax"
+    cutoffs: tuple[int, ...] | None = None
+    div_value: float = 4.0
     family: str = FAMILY
 
     def __post_init__(self):
@@ -110,6 +116,7 @@ class GatedCNNConfig(ModelConfig):
             raise ConfigError(f"norm_eps must be a positive number: norm_eps={self.norm_eps!r}")
         object.__setattr__(self, "dropout", float(self.dropout))
         object.__setattr__(self, "norm_eps", float(self.norm_eps))
+        check_output(self)
 
     @property
     def receptive_field(self) -> int:
@@ -162,8 +169,11 @@ def count_parameters(config: GatedCNNConfig, non_embedding: bool = False) -> int
     norm = {"layernorm": 2 * d, "rmsnorm": d, "none": 0}[c.norm]
     conv = c.kernel_size * d * 2 * d + 2 * d  # kernel (k, d, 2d) and bias (2d,)
     embedding = c.vocab_size * d
+    body = c.n_layer * (norm + conv) + norm
+    if is_adaptive(c):  # the input embedding is left out even when tied: the output layer counts its own rows
+        return (0 if non_embedding else embedding) + body + adaptive_output_parameters(c)
     head = 0 if c.tie_embeddings else c.vocab_size * d
-    total = embedding + c.n_layer * (norm + conv) + norm + head + c.vocab_size
+    total = embedding + body + head + c.vocab_size
     if non_embedding and not c.tie_embeddings:
         total -= embedding
     return total
@@ -174,7 +184,7 @@ def estimate_flops_per_token(config: GatedCNNConfig, seq_len: int | None = None,
     """Training FLOPs per token, ``6*N`` (see :meth:`GatedCNNLM.flops_per_token`); ``seq_len`` is ignored."""
     del seq_len  # a convolution costs the same at every position
     n = count_parameters(config, non_embedding=True) if num_parameters is None else num_parameters
-    return 6 * n
+    return 6 * output_flop_weights(config, n)
 
 
 # ---------------------------------------------------------------------------
@@ -279,8 +289,10 @@ class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
             for i in range(c.n_layer)
         ]
         self.final_norm = _norm(c, "final_norm", dtype)
-        self.lm_head = None
-        if not c.tie_embeddings:
+        self.lm_head = self.adaptive = None
+        if is_adaptive(c):
+            self.adaptive = build_adaptive(c, EMBEDDING_STDDEV, seeds(), dtype)
+        elif not c.tie_embeddings:
             self.lm_head = keras.layers.Dense(
                 c.vocab_size, use_bias=False,
                 kernel_initializer=keras.initializers.RandomNormal(stddev=EMBEDDING_STDDEV, seed=seeds()),
@@ -294,14 +306,20 @@ class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
         self.final_norm.build(hidden_shape)
         if self.lm_head is not None:
             self.lm_head.build(hidden_shape)
-        self.output_bias = self.add_weight(shape=(self.config.vocab_size,), initializer="zeros",
-                                           name="output_bias")
+        if self.adaptive is not None:
+            self.adaptive.build(hidden_shape)
+        else:
+            self.output_bias = self.add_weight(shape=(self.config.vocab_size,), initializer="zeros",
+                                               name="output_bias")
 
     # -- forward ------------------------------------------------------------
 
-    def call(self, token_ids, training=None):
-        """Logits for a window whose first token sees only zero padding before it (any length ``T``)."""
-        return self.logits(self.hidden_states(token_ids, training))
+    def call(self, token_ids, training=None, targets=None):
+        """Logits for a window whose first token sees only zero padding before it (any length ``T``);
+        with ``targets`` ``(B, T)`` the per-token loss ``(B, T)`` instead
+        (:meth:`~lmlab.models.base.LanguageModel.token_nll`)."""
+        hidden = self.hidden_states(token_ids, training)
+        return self.logits(hidden) if targets is None else self.token_nll(hidden, targets)
 
     def hidden_states(self, token_ids, training=None, lengths=None):
         """``(B, T, d)`` states after the last layer and the final norm: what the output layer and task heads read.
@@ -355,7 +373,8 @@ class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
 
         ``N`` = :meth:`num_parameters` with ``non_embedding=True``: each block's
         convolution (``kernel_size * d * 2d`` weights, each used once per token), its
-        norm, the final norm and the output layer with its bias. Each weight costs
+        norm, the final norm and the output layer with its bias (the adaptive output:
+        what it computes for every token, :func:`~lmlab.models.base.output_flop_weights`). Each weight costs
         one multiply-add (2 FLOPs) forward and two backward (Kaplan et al. 2020,
         §2.1); the GLU's element-wise work is left out. A causal convolution costs
         the same at every position, so ``seq_len`` is accepted for the common

@@ -65,8 +65,9 @@ from keras import ops
 
 from lmlab.core.errors import ConfigError
 from lmlab.core.records import is_int, is_real
-from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, build_built, check_cache_length,
-                               preset_config)
+from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, adaptive_output_parameters,
+                               build_adaptive, build_built, check_cache_length, check_output, is_adaptive,
+                               output_flop_weights, preset_config)
 
 CELLS = ("lstm", "gru")
 CUDNN_MODES = ("auto", "on", "off")
@@ -103,6 +104,10 @@ class RNNConfig(ModelConfig):
       TensorFlow). ``"on"``: allowed on every backend (for TensorFlow use without
       XLA, e.g. ``model.fit`` with ``jit_compile=False``). ``"off"``: never; the
       generic step loop. The choice changes speed, not the weights.
+    - ``output``: ``"softmax"`` (default, the full softmax) or ``"adaptive"``, the adaptive softmax
+      (:mod:`lmlab.layers.adaptive_softmax`) with a head of ``cutoffs[0]`` words and tail clusters
+      cut at the other ``cutoffs``, each projected to ``d_model / div_value**i``; with
+      ``tie_embeddings`` its head's word rows are the embedding's first rows.
     """
 
     vocab_size: int
@@ -116,6 +121,9 @@ class RNNConfig(ModelConfig):
     output_dropout: float | None = None
     tie_embeddings: bool = True
     cudnn: str = "auto"
+    output: str = "softmax"
+    cutoffs: tuple[int, ...] | None = None
+    div_value: float = 4.0
     family: str = FAMILY
     _auto: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
@@ -133,6 +141,7 @@ class RNNConfig(ModelConfig):
             raise ConfigError(f"tie_embeddings must be true or false: tie_embeddings={self.tie_embeddings!r}")
         if self.family != FAMILY:
             raise ConfigError(f"family must be {FAMILY!r} for an RNNConfig: family={self.family!r}")
+        check_output(self)
         for name in ("dropout", *_AUTO_FIELDS):
             value = getattr(self, name)
             if value is None and name in _AUTO_FIELDS:
@@ -202,8 +211,11 @@ def count_parameters(config: RNNConfig, non_embedding: bool = False) -> int:
     """
     c = config
     embedding = c.vocab_size * c.d_model
+    body = c.n_layer * _recurrent_layer_parameters(c.cell, c.d_model)
+    if is_adaptive(c):  # the input embedding is left out even when tied: the output layer counts its own rows
+        return (0 if non_embedding else embedding) + body + adaptive_output_parameters(c)
     head = 0 if c.tie_embeddings else c.vocab_size * c.d_model
-    total = embedding + c.n_layer * _recurrent_layer_parameters(c.cell, c.d_model) + head + c.vocab_size
+    total = embedding + body + head + c.vocab_size
     if non_embedding and not c.tie_embeddings:
         total -= embedding
     return total
@@ -214,7 +226,7 @@ def estimate_flops_per_token(config: RNNConfig, seq_len: int | None = None,
     """Training FLOPs per token, ``6*N`` (see :meth:`RNNLM.flops_per_token`); ``seq_len`` is ignored."""
     del seq_len  # an RNN step costs the same at every position
     n = count_parameters(config, non_embedding=True) if num_parameters is None else num_parameters
-    return 6 * n
+    return 6 * output_flop_weights(config, n)
 
 
 # ---------------------------------------------------------------------------
@@ -279,8 +291,10 @@ class RNNLM(OutputHead, LanguageModel, keras.Model):
             self.dropouts.append(keras.layers.Dropout(
                 c.output_dropout if last else c.layer_dropout, seed=seeds(), dtype=dtype,
                 name="output_dropout" if last else f"layer_dropout_{i}"))
-        self.lm_head = None
-        if not c.tie_embeddings:
+        self.lm_head = self.adaptive = None
+        if is_adaptive(c):
+            self.adaptive = build_adaptive(c, std, seeds(), dtype)
+        elif not c.tie_embeddings:
             self.lm_head = keras.layers.Dense(
                 c.vocab_size, use_bias=False,
                 kernel_initializer=keras.initializers.RandomNormal(stddev=std, seed=seeds()),
@@ -293,14 +307,19 @@ class RNNLM(OutputHead, LanguageModel, keras.Model):
             layer.build(hidden_shape)
         if self.lm_head is not None:
             self.lm_head.build(hidden_shape)
-        self.output_bias = self.add_weight(shape=(self.config.vocab_size,), initializer="zeros",
-                                           name="output_bias")
+        if self.adaptive is not None:
+            self.adaptive.build(hidden_shape)
+        else:
+            self.output_bias = self.add_weight(shape=(self.config.vocab_size,), initializer="zeros",
+                                               name="output_bias")
 
     # -- forward ------------------------------------------------------------
 
-    def call(self, token_ids, training=None):
-        """Logits for a window run from a zero state (any length ``T``)."""
-        return self.logits(self.hidden_states(token_ids, training))
+    def call(self, token_ids, training=None, targets=None):
+        """Logits for a window run from a zero state (any length ``T``); with ``targets`` ``(B, T)``
+        the per-token loss ``(B, T)`` instead (:meth:`~lmlab.models.base.LanguageModel.token_nll`)."""
+        hidden = self.hidden_states(token_ids, training)
+        return self.logits(hidden) if targets is None else self.token_nll(hidden, targets)
 
     def hidden_states(self, token_ids, training=None, lengths=None):
         """``(B, T, d)`` states after the last layer: what the output layer and task heads read.
@@ -358,7 +377,8 @@ class RNNLM(OutputHead, LanguageModel, keras.Model):
         ``N`` = :meth:`num_parameters` with ``non_embedding=True``: per layer the
         4 (LSTM) or 3 (GRU) gate matrices on the input and on the state, with their
         biases, plus the output layer (the tied embedding, or ``lm_head``) and its
-        bias. Each weight costs one multiply-add (2 FLOPs) forward and two backward
+        bias; the adaptive output counts what it computes for every token (its head
+        and every tail cluster, :func:`~lmlab.models.base.output_flop_weights`). Each weight costs one multiply-add (2 FLOPs) forward and two backward
         (Kaplan et al. 2020, §2.1). The element-wise gate arithmetic (~10-20 FLOPs
         per unit per token) is left out, as Kaplan leaves out attention's
         non-matmul work. An RNN has no term that grows with the position, so

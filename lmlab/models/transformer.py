@@ -40,7 +40,8 @@ from lmlab.core.records import is_int, is_real
 from lmlab.layers.attention import IMPLEMENTATIONS, CausalSelfAttention
 from lmlab.layers.mlp import GeluMLP, SwiGLUMLP
 from lmlab.layers.normalization import RMSNorm
-from lmlab.models.base import LanguageModel, ModelConfig, build_built, preset_config
+from lmlab.models.base import (LanguageModel, ModelConfig, adaptive_output_parameters, build_adaptive, build_built,
+                               check_output, is_adaptive, output_flop_weights, preset_config)
 
 STYLES = ("gpt2", "llama")
 FAMILY = "transformer"
@@ -69,6 +70,9 @@ class TransformerConfig(ModelConfig):
     - ``bias``: True for gpt2, False for llama (linear layers and LayerNorm).
     - ``tie_embeddings``: True (the output layer reuses the token embedding).
 
+    ``output`` is ``"softmax"`` (default) or ``"adaptive"`` with ``cutoffs`` and ``div_value``
+    (:mod:`lmlab.layers.adaptive_softmax`; tied, its head's word rows are the embedding's first rows).
+
     :meth:`replace` re-derives the fields that were resolved automatically unless
     they are overridden too, so ``preset(...).replace(d_model=64)`` gets a
     ``d_ff`` that fits.
@@ -89,6 +93,9 @@ class TransformerConfig(ModelConfig):
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     attention: str = "fused"
+    output: str = "softmax"
+    cutoffs: tuple[int, ...] | None = None
+    div_value: float = 4.0
     family: str = FAMILY
     _auto: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
@@ -138,6 +145,7 @@ class TransformerConfig(ModelConfig):
             object.__setattr__(self, name, resolved[name])
         object.__setattr__(self, "dropout", float(self.dropout))
         object.__setattr__(self, "rope_theta", float(self.rope_theta))
+        check_output(self)
         object.__setattr__(self, "norm_eps", float(self.norm_eps))
         object.__setattr__(self, "_auto", auto)
 
@@ -206,8 +214,11 @@ def count_parameters(config: TransformerConfig, non_embedding: bool = False) -> 
     token = c.vocab_size * d
     position = c.block_size * d if c.style == "gpt2" else 0
     head = 0 if c.tie_embeddings else c.vocab_size * d
+    lookup = position  # weights only looked up, left out by non_embedding
+    if is_adaptive(c):  # the token embedding too, even when tied: the output layer counts its own rows
+        head, lookup = adaptive_output_parameters(c), position + token
     total = token + position + c.n_layer * (attention + mlp + 2 * norm) + norm + head
-    return total - position if non_embedding else total
+    return total - lookup if non_embedding else total
 
 
 def estimate_flops_per_token(config: TransformerConfig, seq_len: int | None = None,
@@ -215,7 +226,7 @@ def estimate_flops_per_token(config: TransformerConfig, seq_len: int | None = No
     """Training FLOPs per token, ``6*N + 12*L*H*Q*T`` (see :meth:`TransformerLM.flops_per_token`)."""
     n = count_parameters(config, non_embedding=True) if num_parameters is None else num_parameters
     t = config.block_size if seq_len is None else int(seq_len)
-    return 6 * n + 12 * config.n_layer * config.n_head * config.head_dim * t
+    return 6 * output_flop_weights(config, n) + 12 * config.n_layer * config.n_head * config.head_dim * t
 
 
 # ---------------------------------------------------------------------------
@@ -360,8 +371,10 @@ class TransformerLM(LanguageModel, keras.Model):
             for i in range(c.n_layer)
         ]
         self.final_norm = _norm(c, "final_norm", dtype)
-        self.lm_head = None
-        if not c.tie_embeddings:
+        self.lm_head = self.adaptive = None
+        if is_adaptive(c):
+            self.adaptive = build_adaptive(c, INIT_STDDEV, None if seed is None else seed + 50, dtype)
+        elif not c.tie_embeddings:
             self.lm_head = keras.layers.Dense(c.vocab_size, use_bias=False,
                                               kernel_initializer=init.normal(), dtype=dtype,
                                               name="lm_head")
@@ -376,11 +389,16 @@ class TransformerLM(LanguageModel, keras.Model):
         self.final_norm.build(hidden_shape)
         if self.lm_head is not None:
             self.lm_head.build(hidden_shape)
+        if self.adaptive is not None:
+            self.adaptive.build(hidden_shape)
 
     # -- forward ------------------------------------------------------------
 
-    def call(self, token_ids, training=None):
-        return self.logits(self.hidden_states(token_ids, training))
+    def call(self, token_ids, training=None, targets=None):
+        """Logits ``(B, T, V)``; with ``targets`` ``(B, T)`` the per-token loss ``(B, T)`` instead
+        (:meth:`~lmlab.models.base.LanguageModel.token_nll`)."""
+        hidden = self.hidden_states(token_ids, training)
+        return self.logits(hidden) if targets is None else self.token_nll(hidden, targets)
 
     def hidden_states(self, token_ids, training=None, lengths=None):
         """``(B, T, d)`` states after the last layer and the final norm: what the output layer and task heads read.
@@ -403,7 +421,10 @@ class TransformerLM(LanguageModel, keras.Model):
         return self.embedding_dropout(x, training=training)
 
     def logits(self, x):
-        """Float32 logits ``(B, T, V)`` from :meth:`hidden_states` ``(B, T, d)``."""
+        """Float32 logits ``(B, T, V)`` from :meth:`hidden_states` ``(B, T, d)``; the adaptive output's
+        are normalised log-probabilities."""
+        if self.adaptive is not None:
+            return self.adaptive.log_probs(x, self.output_table())
         if self.lm_head is None:
             table = ops.cast(self.token_embedding.embeddings, x.dtype)  # (V, d)
             logits = ops.einsum("btd,vd->btv", x, table)  # (B, T, V); no transposed copy of the table
@@ -450,10 +471,13 @@ class TransformerLM(LanguageModel, keras.Model):
     # -- accounting -----------------------------------------------------------
 
     def num_parameters(self, non_embedding: bool = False) -> int:
-        """Number of weights; ``non_embedding=True`` leaves out position embeddings (nanoGPT)."""
+        """Number of weights; ``non_embedding=True`` leaves out position embeddings (nanoGPT), and with the
+        adaptive output the token embedding too (its output weights are the layer's own)."""
         total = sum(math.prod(w.shape) for w in self.weights)
         if non_embedding and self.position_embedding is not None:
             total -= math.prod(self.position_embedding.embeddings.shape)
+        if non_embedding and self.adaptive is not None:
+            total -= math.prod(self.token_embedding.embeddings.shape)
         return int(total)
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
@@ -464,7 +488,8 @@ class TransformerLM(LanguageModel, keras.Model):
         ``get_num_params()`` with its default ``non_embedding=True``); ``L`` layers,
         ``H`` heads, ``Q`` head size, ``T`` sequence length (default ``block_size``).
         ``6N`` counts the matmuls with weights (2 forward + 4 backward per weight);
-        ``12*L*H*Q*T`` the attention scores and weighted sums. Source: PaLM
+        ``12*L*H*Q*T`` the attention scores and weighted sums. The adaptive output
+        counts what it computes for every token (:func:`~lmlab.models.base.output_flop_weights`). Source: PaLM
         (Chowdhery et al. 2022), appendix B; nanoGPT ``model.py`` ``estimate_mfu``.
         """
         return estimate_flops_per_token(self.config, seq_len, self.num_parameters(non_embedding=True))

@@ -13,7 +13,9 @@ gradients are averaged before one optimizer update (gradient accumulation),
 and returns the mean loss and the global gradient norm before clipping.
 A masked LM's step also takes which targets count (``weights``) and, with
 sentence-pair packing, the token types; a decoder's step takes neither, so
-its compiled step is the one it always was.
+its compiled step is the one it always was. A decoder with the adaptive softmax output
+(:func:`scores_targets`) gives its per-token loss itself, ``model(x, targets=y)``, without the
+``(B, T, V)`` log-probabilities.
 
 With ``skip_bad=True`` a step whose loss or gradient norm is not finite leaves
 the weights and the optimizer (moments, step counter, hence the learning-rate
@@ -60,6 +62,21 @@ def mean_loss(targets, logits, weights=None):
         return ops.mean(nll)
     weights = ops.cast(weights, "float32")
     return ops.sum(nll * weights) / ops.maximum(ops.sum(weights), 1.0)
+
+
+def scores_targets(model) -> bool:
+    """Whether ``model(x, targets=y)`` gives the per-token loss ``(B, T)`` cheaper than from its logits:
+    a decoder with the adaptive softmax output (:mod:`lmlab.layers.adaptive_softmax`), whose loss never
+    builds the ``(B, T, V)`` log-probabilities."""
+    return getattr(getattr(model, "config", None), "output", "softmax") == "adaptive"
+
+
+def model_token_loss(model, x, y, training, arguments=None):
+    """Per-token loss ``(B, T)`` float32 of ``model`` on inputs ``x`` and targets ``y`` (see :func:`scores_targets`)."""
+    arguments = arguments or {}
+    if scores_targets(model):
+        return ops.cast(model(x, training=training, targets=y, **arguments), "float32")
+    return token_loss(y, model(x, training=training, **arguments))
 
 
 def masked_targets(targets, weights, max_predictions: int):
@@ -128,6 +145,8 @@ class Stepper:
 
         def training_loss(x, y, weights, types):
             arguments, y, weights = mlm_inputs(y, weights, types, gather)
+            if scores_targets(model):  # the adaptive softmax: the loss without the (B, T, V) logits
+                return ops.mean(model_token_loss(model, x, y, True, arguments))
             return mean_loss(y, model(x, training=True, **arguments), weights)
 
         @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
@@ -157,7 +176,7 @@ class Stepper:
 
         @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
         def evaluate(x, y, mask, types=None):
-            nll = token_loss(y, model(x, training=False, **mlm_inputs(y, None, types, None)[0]))
+            nll = model_token_loss(model, x, y, False, mlm_inputs(y, None, types, None)[0])
             return ops.sum(nll * mask), ops.sum(mask)
 
         self._train, self._evaluate = train, evaluate
@@ -173,6 +192,10 @@ class Stepper:
 
         def loss_fn(trainable, non_trainable, x, y, loss_weight, weights=None, types=None):
             arguments, y, weights = mlm_inputs(y, weights, types, gather)
+            if scores_targets(model):  # the adaptive softmax: the loss without the (B, T, V) logits
+                nll, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True, targets=y,
+                                                          **arguments)
+                return ops.mean(ops.cast(nll, "float32")) * loss_weight, non_trainable
             logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True, **arguments)
             return mean_loss(y, logits, weights) * loss_weight, non_trainable
 
@@ -204,9 +227,13 @@ class Stepper:
 
         @jax.jit
         def evaluate(trainable, non_trainable, x, y, mask, types=None):
-            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False,
-                                             **mlm_inputs(y, None, types, None)[0])
-            nll = token_loss(y, logits)
+            arguments = mlm_inputs(y, None, types, None)[0]
+            if scores_targets(model):  # the adaptive softmax: the loss without the (B, T, V) logits
+                nll, _ = model.stateless_call(trainable, non_trainable, x, training=False, targets=y, **arguments)
+                nll = ops.cast(nll, "float32")
+            else:
+                logits, _ = model.stateless_call(trainable, non_trainable, x, training=False, **arguments)
+                nll = token_loss(y, logits)
             return ops.sum(nll * mask), ops.sum(mask)
 
         self._jax_train, self._jax_evaluate = train, evaluate
