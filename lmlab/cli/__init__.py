@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from lmlab.cli import data, demo, experiments, interop, runs, tasks
+from lmlab.cli import data, demo, experiments, interop, runs, scoring, tasks
 from lmlab.cli.quiet import filter_stderr
 from lmlab.core.errors import LmlabError
 from lmlab.core.extras import missing_message
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     interop.add_commands(commands)  # export, import
     experiments.add_commands(commands)  # compare, plan
     tasks.add_commands(commands)  # finetune, predict, evaluate-task, augment
+    scoring.add_commands(commands)  # score, eval-pairs
     return parser
 
 

@@ -20,9 +20,11 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
+from lmlab.core.backend import compile_function
 from lmlab.core.errors import DataError
 from lmlab.core.progress import progress_bar
 from lmlab.data.masking import check_pairs, mask_tokens, sequential_pairs, sequential_rows
@@ -101,3 +103,62 @@ def evaluate_mlm(model, tokenizer, split, batch_size: int = 8, max_rows: int = 2
                "note": "pseudo-perplexity (Salazar et al. 2020) sees both sides of each token: compare it only "
                        "between masked LMs with the same tokenizer, never with a causal model's perplexity"}
     return result
+
+
+PLL_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its compiled PLL step
+
+
+def token_pseudo_log_likelihoods(model, rows: list[np.ndarray], special, batch_size: int = 32,
+                                 on_rows=None) -> list[np.ndarray]:
+    """Pseudo-log-likelihood terms of each row (Salazar et al. 2020), for scoring sentences one by one.
+
+    ``rows``: wrapped rows of different lengths (``[CLS] tokens [SEP]``), each at most the block size.
+    Every non-special token of a row is masked alone, the others visible, and ``log p(token | rest)``
+    (nats, float64) is returned per row in order of position. Masked copies are batched across rows,
+    right-padded to a power of two (few compiled shapes), with the padding hidden from attention
+    (``lengths``). ``on_rows(n)``: called as rows are finished. :func:`pseudo_perplexity` is the same
+    score over fixed rows of a split.
+    """
+    from keras import ops
+
+    fn = PLL_FUNCTIONS.get(model)
+    if fn is None:
+        def log_prob(x, lengths, one_hot, targets):
+            hidden = model.hidden_states(x, training=False, lengths=lengths)  # (B, T, d)
+            picked = ops.einsum("bt,btd->bd", ops.cast(one_hot, hidden.dtype), hidden)[:, None, :]  # (B, 1, d)
+            logits = ops.cast(model.logits(picked), "float32")[:, 0, :]  # (B, V)
+            return -ops.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+
+        fn = PLL_FUNCTIONS[model] = compile_function(log_prob)
+    pad = special.pad if special.pad is not None else 0
+    out = [np.zeros(int((~np.isin(r, special.all)).sum()), np.float64) for r in rows]
+    # (row, position, index in the row's output), longest rows first so a batch shares one width.
+    jobs = [(i, int(p), k) for i, r in enumerate(rows) for k, p in enumerate(np.flatnonzero(~np.isin(r, special.all)))]
+    jobs.sort(key=lambda job: -len(rows[job[0]]))
+    left = np.array([len(o) for o in out])
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        width = min(1 << max(3, (len(rows[chunk[0][0]]) - 1).bit_length()), model.config.block_size)
+        x = np.full((batch_size, width), pad, np.int32)  # (B, T): full batches, one shape per width
+        lengths = np.ones(batch_size, np.int32)
+        one_hot = np.zeros((batch_size, width), np.float32)
+        targets = np.zeros(batch_size, np.int32)
+        for b, (i, p, _) in enumerate(chunk):
+            x[b, :len(rows[i])] = rows[i]
+            lengths[b] = len(rows[i])
+            targets[b] = rows[i][p]
+            x[b, p] = special.mask
+            one_hot[b, p] = 1.0
+        values = np.asarray(ops.convert_to_numpy(fn(x, lengths, one_hot, targets)), np.float64)
+        done = 0
+        for b, (i, _, k) in enumerate(chunk):
+            out[i][k] = values[b]
+            left[i] -= 1
+            done += int(left[i] == 0)
+        if on_rows and done:
+            on_rows(done)
+    if on_rows:
+        empty = int(sum(len(o) == 0 for o in out))
+        if empty:
+            on_rows(empty)
+    return out

@@ -87,6 +87,14 @@ class TokenNGram:
             flush()
         return total, count
 
+    def sentence_log10(self, sentences: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per-token log10 probabilities of each sentence of token ids: its words after ``<s>``, then ``</s>``
+        (the end token), as :meth:`score_split` scores a split's sentences."""
+        lengths = np.array([len(s) for s in sentences], dtype=np.int64)
+        ids = self._to_ngram[np.concatenate(sentences)] if len(sentences) else np.zeros(0, np.int32)
+        scores = self.model.score_ids(ids, lengths)
+        return np.split(scores.log10.astype(np.float64), np.cumsum(lengths + 1)[:-1])
+
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampler=None, seed: int = 0,
                      eos_id: int | None = None, on_token: Callable[[int, int], None] | None = None):
         """Sample from the model's distribution (temperature and top-k/top-p do not apply to counts)."""
