@@ -18,10 +18,14 @@ generation (:mod:`lmlab.generate.decoder`) rely on:
 - :func:`check_parameter_count`: ``num_parameters`` is the sum of the weight sizes
   (and the family's closed form, if it has one);
 - :func:`check_seeded_build`, :func:`check_dropout_only_in_training`,
-  :func:`check_mixed_precision`.
+  :func:`check_mixed_precision` (dtypes);
+- :func:`check_precision_agreement`: the same weights in float32 and
+  ``mixed_bfloat16`` give the same log-probabilities, loss and training curve,
+  within bfloat16's rounding.
 
-:func:`run_battery` runs them all; ``tests/test_model_families.py`` runs them
-one per test, parametrized over the families.
+:func:`run_battery` runs them all but the last (a short training run in each
+precision; ``tests/test_precision_agreement.py`` runs it over every family);
+``tests/test_model_families.py`` runs them one per test, parametrized over the families.
 """
 
 from __future__ import annotations
@@ -164,7 +168,8 @@ def check_train_step(model):
     x, y = ids[None, :, :-1], ids[None, :, 1:]  # (1, B, T): one micro-batch
     loss, norm = stepper.train(x, y)
     assert math.isfinite(loss) and math.isfinite(norm) and norm > 0
-    assert abs(loss - math.log(model.config.vocab_size)) < 2.0  # near uniform at initialisation
+    # Near uniform at initialisation (small logits): every family's tiny config measured within 0.034 nats.
+    assert abs(loss - math.log(model.config.vocab_size)) < 0.1
     stepper.sync()
     after = [npy(v) for v in model.trainable_variables]
     unchanged = [v.path for v, a, b in zip(model.trainable_variables, before, after) if np.array_equal(a, b)]
@@ -210,6 +215,132 @@ def check_mixed_precision(build: Callable, config):
     assert keras.backend.standardize_dtype(step_logits.dtype) == "float32"
     assert keras.backend.standardize_dtype(new_cache.dtype) == "bfloat16"
     assert tuple(new_cache.shape) == tuple(cache.shape)
+
+
+# Tolerances of check_precision_agreement, from the differences measured on every family's tiny config
+# (tests/test_precision_agreement.py, whose docstring has the table; CPU, TensorFlow).
+LOGIT_RTOL = 0.02  # max |logits(bf16) - logits(fp32)| / max |logits(fp32)|: bfloat16 keeps 8 significant bits
+TARGET_LOG_PROB_ATOL = 0.1  # max |log p_bf16(target) - log p_fp32(target)| over the scored positions, nats
+LOSS_RTOL = 0.01  # |mean loss(bf16) / mean loss(fp32) - 1| with the same weights
+CURVE_RTOL, CURVE_ATOL = 0.01, 1e-3  # per step |loss(bf16) - loss(fp32)| <= max(RTOL * loss(fp32), ATOL)
+CURVE_STEPS = 5
+# Token ids above 256 are not all bfloat16 numbers (8 significant bits): a model that casts its ids to the
+# compute dtype reads 257 as 256. The pattern data use them, so that cast fails the check.
+HIGH_IDS = np.arange(257, 271, 2)
+
+
+def pattern_tokens(batch: int, length: int, vocab: int, seed: int, low: int = 3) -> np.ndarray:
+    """Rows of a fixed next-token rule (``t -> 5t + 3``, over ids ``low .. vocab - 1``) from random starts.
+
+    Every decoder family learns it in a few dozen steps, so its logits grow confident.
+    Ids below ``low`` are left for padding and the mask.
+    """
+    n = vocab - low
+    rows = np.empty((batch, length), np.int64)
+    rows[:, 0] = np.random.default_rng(seed).integers(0, n, batch)
+    for t in range(1, length):
+        rows[:, t] = (5 * rows[:, t - 1] + 3) % n
+    return (rows + low).astype("int32")
+
+
+def pattern_batch(config, seed: int, batch: int = 16):
+    """``(x, y, weights)`` of shape ``(1, B, T)`` (one micro-batch) of ``config.block_size`` tokens.
+
+    A decoder: the rows of :func:`pattern_tokens` and their next tokens (``weights`` None). An encoder
+    (``config.family == "encoder"``): rows of one repeated id (ids 3-8 and :data:`HIGH_IDS`, few
+    enough for each to be seen often), 40% of them replaced by id 2 (the mask) and only those
+    scored: the rest of the row gives each masked token away.
+    """
+    length = config.block_size
+    if getattr(config, "family", "") == "encoder":
+        ids = np.concatenate([np.arange(3, 9), HIGH_IDS])
+        y = np.repeat(np.random.default_rng(seed).choice(ids, (batch, 1)), length, axis=1).astype("int32")
+        selected = np.random.default_rng((seed, 1)).random(y.shape) < 0.4
+        selected[:, 0] |= ~selected.any(axis=1)  # every row scores something
+        x = np.where(selected, 2, y).astype("int32")
+        return x[None], y[None], selected.astype("float32")[None]
+    ids = pattern_tokens(batch, length + 1, config.vocab_size, seed)
+    return ids[None, :, :-1], ids[None, :, 1:], None
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _train_steps(model, precision: str, config, seeds, learning_rate: float) -> np.ndarray:
+    """Losses of AdamW steps on the pattern batches of ``seeds``, with a fresh optimizer and the step
+    the trainer compiles for ``precision`` (a plain graph for bfloat16 on a CPU; see ``use_xla``)."""
+    from lmlab.training.steps import Stepper, use_xla
+
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=0.0)
+    optimizer.build(model.trainable_variables)
+    stepper = Stepper(model, optimizer, jit_compile=use_xla("auto", precision))
+    losses = []
+    for seed in seeds:
+        x, y, weights = pattern_batch(config, seed)
+        losses.append(stepper.train(x, y, weights=weights)[0])
+    stepper.sync()
+    return np.array(losses)
+
+
+def measure_precision_agreement(build: Callable, config, warmup_steps: int = 30,
+                                learning_rate: float = 2e-2) -> dict:
+    """What :func:`check_precision_agreement` compares, measured (see there)."""
+    config = config.replace(dropout=0.0)
+    reference = build(config, seed=7)
+    warmup = _train_steps(reference, "float32", config, range(warmup_steps), learning_rate)
+    weights = reference.get_weights()
+    models = {"float32": reference, "mixed_bfloat16": build(config, seed=7, dtype="mixed_bfloat16")}
+    models["mixed_bfloat16"].set_weights(weights)
+    assert models["mixed_bfloat16"].compute_dtype == "bfloat16"
+
+    x, y, mask = pattern_batch(config, seed=10_000)
+    x, y, mask = x[0], y[0], np.ones(y.shape[1:], np.float32) if mask is None else mask[0]
+    logits = {p: npy(m(x, training=False)).astype(np.float64) for p, m in models.items()}  # (B, T, V)
+    target = {p: np.take_along_axis(_log_softmax(v), y[..., None], -1)[..., 0] for p, v in logits.items()}  # (B, T)
+    losses = {p: float(-(v * mask).sum() / mask.sum()) for p, v in target.items()}
+    # A few gentle steps from the trained weights (a tenth of the warm-up's rate), each precision its own optimizer.
+    curves = {}
+    for precision, model in models.items():
+        model.set_weights(weights)
+        curves[precision] = _train_steps(model, precision, config, range(1000, 1000 + CURVE_STEPS),
+                                         learning_rate / 10)
+    scored = mask > 0
+    return {
+        "logit_rel": float(np.abs(logits["mixed_bfloat16"] - logits["float32"]).max()
+                           / np.abs(logits["float32"]).max()),
+        "target_log_prob_max_abs": float(np.abs(target["mixed_bfloat16"] - target["float32"])[scored].max()),
+        "loss_rel": abs(losses["mixed_bfloat16"] / losses["float32"] - 1),
+        "curve_abs": [float(v) for v in np.abs(curves["mixed_bfloat16"] - curves["float32"])],
+        "curve_float32": [float(v) for v in curves["float32"]],
+        "loss_float32": losses["float32"],
+        "warmup_first_last": (float(warmup[0]), float(warmup[-1])),
+        "logit_max_abs": float(np.abs(logits["float32"]).max()),
+    }
+
+
+def check_precision_agreement(build: Callable, config, warmup_steps: int = 30, learning_rate: float = 2e-2) -> dict:
+    """Float32 and ``mixed_bfloat16`` copies of one model agree on the numbers, not only on dtypes.
+
+    A float32 model first trains ``warmup_steps`` steps on :func:`pattern_batch` data, so its logits
+    are confident (at a fresh initialisation they are all near 0, and any cast leaves them so).
+    With those weights, on a held-out batch, its bfloat16 copy's logits agree to ``LOGIT_RTOL`` of
+    their scale, the targets' log-probabilities to ``TARGET_LOG_PROB_ATOL`` nats and the mean loss to
+    ``LOSS_RTOL``. Then both train ``CURVE_STEPS`` more steps from those weights on the same
+    batches, each with a fresh optimizer, and their losses agree step by step to ``CURVE_RTOL``
+    (``CURVE_ATOL`` for losses near 0). Returns the measured differences.
+    """
+    measured = measure_precision_agreement(build, config, warmup_steps, learning_rate)
+    # The comparison means something only where the logits are confident.
+    assert measured["loss_float32"] < 0.5 * math.log(config.vocab_size), measured
+    assert measured["logit_rel"] <= LOGIT_RTOL, measured
+    assert measured["target_log_prob_max_abs"] <= TARGET_LOG_PROB_ATOL, measured
+    assert measured["loss_rel"] <= LOSS_RTOL, measured
+    for difference, loss in zip(measured["curve_abs"], measured["curve_float32"]):
+        assert difference <= max(CURVE_RTOL * loss, CURVE_ATOL), measured
+    return measured
 
 
 def run_battery(build: Callable, config, tmp_path, count_parameters: Callable | None = None,

@@ -8,6 +8,7 @@ import pytest
 from lmlab.data import RandomWindows, SequentialWindows, keras_dataset, open_split, prepare
 from lmlab.data.shards import TokenSplit
 from lmlab.core.errors import ConfigError, DataError
+from tests.baselines import split_tokens, uniform_loss, unigram_cross_entropy
 from tests.conftest import data_path
 
 
@@ -65,8 +66,14 @@ def test_sequential_windows_span_shards():
     assert x[0].tolist() == list(range(8)) and y[0].tolist()[:3] == [9, 10, 11]
 
 
+def unigram_valid(folder, vocab: int = 67) -> float:
+    """The training unigram's loss on the validation targets (every token but the first), nats."""
+    return unigram_cross_entropy(split_tokens(folder, "train"), split_tokens(folder, "valid")[1:], vocab)
+
+
 def test_keras_fit_reads_prepared_shards(tmp_path):
-    keras = pytest.importorskip("keras")
+    import keras
+
     prepare(str(data_path("tinyshakespeare", "input.txt")), tmp_path, tokenizer="char")
     train, valid = open_split(tmp_path, "train"), open_split(tmp_path, "valid")
     vocab = 67
@@ -76,16 +83,18 @@ def test_keras_fit_reads_prepared_shards(tmp_path):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
     history = model.fit(keras_dataset(RandomWindows(train, 16, 32, seed=0), steps=60), epochs=2, verbose=0)
     losses = history.history["loss"]
-    assert losses[-1] < losses[0] < np.log(vocab) + 0.5  # it learns character statistics
     evaluation = SequentialWindows(valid, block_size=16, batch_size=64)
     loss = model.evaluate(keras_dataset(evaluation), verbose=0)
-    assert 1.5 < loss < np.log(vocab)
+    assert losses[-1] < losses[0] < uniform_loss(vocab)  # it learns character statistics
+    # An embedding and a dense layer: a bigram model, which beats the unigram (3.34): measured 2.63-2.64.
+    assert 1.5 < loss < unigram_valid(tmp_path) - 0.3
 
 
 JAX_FIT = """
 import numpy as np, keras, sys
 from lmlab.data import RandomWindows, SequentialWindows, keras_dataset, open_split
 assert keras.backend.backend() == "jax"
+keras.utils.set_random_seed(0)  # a fixed start: the loss it reaches is compared with a baseline
 folder = sys.argv[1]
 model = keras.Sequential([keras.Input((16,), dtype="int32"), keras.layers.Embedding(67, 8), keras.layers.Dense(67)])
 model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -106,4 +115,4 @@ def test_keras_fit_on_the_jax_backend(tmp_path):
                             env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     first, last, evaluation = map(float, result.stdout.split())
-    assert last < first and 1.5 < evaluation < np.log(67)
+    assert last < first and 1.5 < evaluation < unigram_valid(tmp_path) - 0.3  # measured 2.77

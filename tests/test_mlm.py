@@ -19,6 +19,7 @@ from lmlab.models.encoder import EncoderConfig
 from lmlab.tokenizers import HFTokenizer, train_tokenizer
 from lmlab.tokenizers.specials import WordBoundaries, special_ids
 from lmlab.data.masking import MaskedWindows
+from tests.baselines import majority_rate, split_tokens, unigram_entropy
 from tests.bars import finished_bar, no_bar
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -279,8 +280,10 @@ def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, pretrained, cli
     code, out, err = cli("eval", pretrained, "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["masked_loss"] < math.log(wordpiece.vocab_size) - 0.1  # better than a uniform guess
+    # Sixteen steps leave the encoder at its unigram stage (measured 4.63, the unigram 4.24): the numbers
+    # are checked against baselines after a longer run, in test_longer_pretraining_beats_the_unigram.
     assert 0 <= result["masked_accuracy"] <= 1 and result["masked_tokens"] > 0 and result["pseudo_perplexity"] > 1
+    assert result["pseudo_perplexity"] == pytest.approx(math.exp(result["pseudo_loss"]))
     assert "never with a causal model's perplexity" in result["note"]
     code, out, err = cli("fill-mask", pretrained, "photographs of jumping [MASK] became", "--top-k", 3, "--json")
     assert code == 0, err
@@ -292,6 +295,34 @@ def test_pretrain_evaluate_and_fill_mask_from_the_cli(wordpiece, pretrained, cli
     assert code == 1 and "has no [MASK]" in err
     code, _, err = cli("generate", pretrained, "--prompt", "the")
     assert code == 1 and "use lmlab fill-mask" in err
+
+
+def test_longer_pretraining_beats_the_unigram(wordpiece, pretrained, tmp_path, cli):
+    """1,000 steps of the same recipe: masked loss and pseudo-perplexity below the unigram's, accuracy
+    above the most frequent token's.
+
+    Scored on the training split (256 rows, ~1,170 masked tokens; the valid and test splits hold
+    40-80, too few for a stable accuracy), whose unigram entropy is the best any frequency-only
+    guess does there. Measured over three runs (the WordPiece training is not deterministic, so neither
+    are the numbers): masked loss 3.36-3.48 and pseudo-loss 3.39-3.89 against the unigram's 4.30,
+    accuracy 0.10-0.14 against the majority token's 0.034.
+    """
+    data = pretrained.parent / "data"
+    code, _, err = cli("train", "--data", data, "--model", "encoder", "--preset", "debug", "--max-steps", 1000,
+                       "--set", "warmup_steps=4", "--set", "learning_rate=3e-3", "--set", "eval_interval=500",
+                       "--set", "eval_batches=2", "--set", "log_interval=100", "--set", "batch_size=8",
+                       "--set", "model.whole_word=true", "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    code, out, err = cli("eval", tmp_path / "run", "--split", "train", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    tokens = split_tokens(data, "train")
+    words = tokens[~np.isin(tokens, special_ids(wordpiece).all)]  # what masking may select
+    unigram = unigram_entropy(words, wordpiece.vocab_size)
+    assert result["masked_tokens"] > 1000
+    assert result["masked_loss"] < unigram - 0.5
+    assert result["pseudo_loss"] < unigram - 0.2
+    assert result["masked_accuracy"] > 2 * majority_rate(words)
 
 
 def killed_copy(run, copy, at: int, last: int):

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from lmlab.core.errors import ConfigError
-from lmlab.models import gated_cnn, rnn, transformer
+from lmlab.models import gated_cnn, registry, rnn, transformer
 from tests import model_battery as battery
 from tests.model_battery import BATCH, BLOCK, VOCAB, npy, tokens
 
@@ -295,7 +295,6 @@ def test_presets_and_config_keys(module, config_class):
 
 
 def test_registry_builds_the_new_families():
-    registry = pytest.importorskip("lmlab.models.registry")
     for family, cls in (("rnn", rnn.RNNLM), ("gated_cnn", gated_cnn.GatedCNNLM)):
         config = registry.model_config(family, "debug", VOCAB)
         assert registry.config_from_dict(config.to_dict()) == config
