@@ -205,7 +205,8 @@ def _check_existing(run: PlannedRun, folder: Path) -> None:
     else:
         # An n-gram is counted from its data and model options alone; the training fields do not touch it.
         fields = [k for k in wanted if k != "data" and (run.neural or k in ("family", "model"))]
-        differ = sorted(k for k in fields if saved.get(k) != wanted[k])
+        differ = sorted(k for k in fields if saved.get(k) != wanted[k]
+                        and not (k == "precision" and wanted[k] == "auto"))  # auto is saved as what it chose
     if differ:
         details = ", ".join(f"{k}: {saved.get(k)!r} on disk, {wanted[k]!r} now" for k in differ)
         raise ConfigError(f"{folder} was made with another config ({details}); keep the file as it was, "
