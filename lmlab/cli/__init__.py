@@ -1,7 +1,7 @@
 """The ``lmlab`` command line: a table of subcommands, each a plain function.
 
 Errors a user can cause are :class:`~lmlab.core.errors.LmlabError`: printed as one
-line, exit status 1; ``--debug`` shows the traceback instead.
+line, exit status 1 (2 for a Keras backend lmlab does not run on); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 
 from lmlab.cli import data, demo, experiments, interop, runs, scoring, tasks
 from lmlab.cli.quiet import filter_stderr
+from lmlab.core.backend import UnsupportedBackend, check_backend
 from lmlab.core.errors import LmlabError
 from lmlab.core.extras import missing_message
 
@@ -55,7 +56,13 @@ def run_command(parser, args) -> int:
         parser.print_help()
         return 2
     try:
+        check_backend()  # before any command: one line and status 2 for a backend lmlab does not run on
         return args.func(args)
+    except UnsupportedBackend as error:
+        if args.debug:
+            raise
+        print(f"lmlab: error: {error}", file=sys.stderr)
+        return 2
     except LmlabError as error:
         if args.debug:
             raise

@@ -147,6 +147,16 @@ class OutputHead:
     ``lm_head`` (or ``None``), ``adaptive`` (or ``None``) and, without ``adaptive``, ``output_bias``
     on the model."""
 
+    def build_output(self, hidden_shape) -> None:
+        """Build the output layer, last in the model's ``build`` (so the weights keep their order and names)."""
+        if self.lm_head is not None:
+            self.lm_head.build(hidden_shape)
+        if self.adaptive is not None:
+            self.adaptive.build(hidden_shape)
+        else:
+            self.output_bias = self.add_weight(shape=(self.config.vocab_size,), initializer="zeros",
+                                               name="output_bias")
+
     def logits(self, x):
         """Float32 logits ``(B, T, V)`` from :meth:`hidden_states` ``(B, T, d)``; the adaptive output's
         are normalised log-probabilities."""

@@ -304,13 +304,7 @@ class GatedCNNLM(OutputHead, LanguageModel, keras.Model):
         for block in self.blocks:
             block.build(hidden_shape)
         self.final_norm.build(hidden_shape)
-        if self.lm_head is not None:
-            self.lm_head.build(hidden_shape)
-        if self.adaptive is not None:
-            self.adaptive.build(hidden_shape)
-        else:
-            self.output_bias = self.add_weight(shape=(self.config.vocab_size,), initializer="zeros",
-                                               name="output_bias")
+        self.build_output(hidden_shape)
 
     # -- forward ------------------------------------------------------------
 

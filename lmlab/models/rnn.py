@@ -305,13 +305,7 @@ class RNNLM(OutputHead, LanguageModel, keras.Model):
         self.token_embedding.build()
         for layer in self.recurrent:
             layer.build(hidden_shape)
-        if self.lm_head is not None:
-            self.lm_head.build(hidden_shape)
-        if self.adaptive is not None:
-            self.adaptive.build(hidden_shape)
-        else:
-            self.output_bias = self.add_weight(shape=(self.config.vocab_size,), initializer="zeros",
-                                               name="output_bias")
+        self.build_output(hidden_shape)
 
     # -- forward ------------------------------------------------------------
 

@@ -10,6 +10,14 @@ Layout under ``RUN/checkpoints/``::
 A checkpoint folder is written under a temporary name and renamed into
 place when complete; only then do the pointers move. A crash at any moment
 leaves the previous pointers naming complete checkpoints.
+
+Readers of a run that is still training (eval, generate, export, fine-tuning
+from it) race the rotation that deletes old checkpoints, so both sides take
+care: rotation keeps, beside the newest ``keep``, what the pointers name now
+and what they named just before this checkpoint (a reader that read a pointer
+a moment ago still finds its folder); :func:`read_pointed` resolves a pointer
+and reads what it names, and when that checkpoint vanished under it and the
+pointer has moved on, resolves it again (at most :data:`READ_ATTEMPTS` times).
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.core.errors import ConfigError, DataError
+from lmlab.core.errors import ConfigError, DataError, LmlabError
 from lmlab.core.io import fsync_dir, read_json, write_json
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 CHECKPOINT_NAME = re.compile(r"step-[0-9]{6,}")
+POINTERS = ("last", "best")
+READ_ATTEMPTS = 5  # a reader slower than this many checkpoints of the writer is told so
 
 
 def variable_key(variable) -> str:
@@ -119,11 +129,12 @@ def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, best: boo
     if optimizer is not None:
         files[OPTIMIZER_FILE] = {f"{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
     name = write_step(folder, step, files, state)
+    named_before = {_pointed_if_readable(folder / f"{p}.json") for p in POINTERS}  # what readers may be reading
     write_json(folder / "last.json", {"checkpoint": name, "step": step})
     if best:
         write_json(folder / "best.json", {"checkpoint": name, "step": step, **{k: v for k, v in state.items()
                                                                               if k.startswith("val")}})
-    _prune(folder, keep)
+    _prune(folder, keep, named_before)
     return folder / name
 
 
@@ -138,8 +149,21 @@ def _pointed(pointer: Path) -> str | None:
     return name
 
 
-def _prune(folder: Path, keep: int) -> None:
-    pinned = {_pointed(folder / p) for p in ("last.json", "best.json")}
+def _pointed_if_readable(pointer: Path) -> str | None:
+    """What a pointer names, or None when it is missing or damaged (then it pins nothing)."""
+    try:
+        return _pointed(pointer)
+    except LmlabError:
+        return None
+
+
+def _prune(folder: Path, keep: int, named_before: set) -> None:
+    """Delete old checkpoints: all but the newest ``keep``, what the pointers name, and what they named before.
+
+    Keeping the pointers' previous targets (not only their current ones) is what lets a reader that
+    resolved a pointer just before it moved finish reading: its folder outlives one more checkpoint.
+    """
+    pinned = {_pointed(folder / f"{p}.json") for p in POINTERS} | named_before
     steps = sorted(p for p in folder.glob("step-*") if p.is_dir() and ".tmp" not in p.name)
     for old in steps[:-keep]:
         if old.name not in pinned:
@@ -148,15 +172,60 @@ def _prune(folder: Path, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def find_checkpoint(run_dir, which: str = "last") -> Path | None:
+def _resolve(run_dir, which: str, fallback: str | None) -> tuple[Path, str | None]:
+    """The pointer file to follow (``fallback``'s when ``which`` has none) and the checkpoint it names."""
     pointer = Path(run_dir) / "checkpoints" / f"{which}.json"
     name = _pointed(pointer)
-    if name is None:
-        return None
+    if name is None and fallback:
+        pointer = pointer.with_name(f"{fallback}.json")
+        name = _pointed(pointer)
+    return pointer, name
+
+
+def _whole(pointer: Path, name: str) -> Path:
     path = pointer.parent / name
     if not (path / STATE_FILE).exists():
         raise DataError(f"{pointer} names {path.name}, which is missing or incomplete")
     return path
+
+
+def find_checkpoint(run_dir, which: str = "last") -> Path | None:
+    """The checkpoint folder the ``which`` pointer names, or None when there is none yet.
+
+    For the writer and for folders nobody writes: a reader of a run that may be training reads
+    through :func:`read_pointed`, which survives rotation.
+    """
+    pointer, name = _resolve(run_dir, which, None)
+    return None if name is None else _whole(pointer, name)
+
+
+def read_pointed(run_dir, which: str = "last", fallback: str | None = None, read=None) -> tuple[Path, object] | None:
+    """The checkpoint the ``which`` pointer names (``fallback``'s without one) and ``read(path)`` of it.
+
+    Safe while a trainer writes the run: when reading fails and the pointer has moved on meanwhile
+    (rotation deleted the folder under the reader), the pointer is resolved again and the newer
+    checkpoint read, up to :data:`READ_ATTEMPTS` times. A checkpoint that fails while its pointer
+    still names it is damaged, and its error is raised as it is. ``read`` defaults to
+    :func:`read_checkpoint`; it must read everything it needs, so the result outlives the folder.
+    Returns None when there is no pointer.
+    """
+    read = read or read_checkpoint
+    attempt = 1
+    while True:
+        pointer, name = _resolve(run_dir, which, fallback)
+        if name is None:
+            return None
+        try:
+            path = _whole(pointer, name)
+            return path, read(path)
+        except (LmlabError, OSError) as error:
+            if _resolve(run_dir, which, fallback)[1] == name:
+                raise  # nothing moved: the checkpoint itself is missing or damaged
+            if attempt == READ_ATTEMPTS:
+                raise DataError(f"{pointer.parent}: {READ_ATTEMPTS} checkpoints in a row were rotated away while "
+                                f"being read ({error}); raise keep_checkpoints or checkpoint less often "
+                                "(eval_interval)") from None
+            attempt += 1
 
 
 def _state_problem(state) -> str | None:

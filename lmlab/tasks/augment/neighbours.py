@@ -17,7 +17,7 @@ import numpy as np
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.core.io import read_json
-from lmlab.runs.checkpoint import MODEL_FILE, find_checkpoint
+from lmlab.runs.checkpoint import MODEL_FILE, read_pointed
 from lmlab.tokenizers import load_tokenizer
 
 EMBEDDING_KEY = "token_embedding/embeddings"
@@ -37,10 +37,11 @@ class EmbeddingNeighbours:
         config = read_json(run / "config.json", "run config")
         if config.get("model", {}).get("family") == "ngram":
             raise ConfigError(f"{run}: an n-gram model has no embeddings; use a neural run for neighbours")
-        folder = find_checkpoint(run, checkpoint) or find_checkpoint(run, "last")
-        if folder is None:
+        # Read whole through the pointer, so a run that is still training rotates no checkpoint away mid-read.
+        found = read_pointed(run, checkpoint, fallback="last", read=lambda path: load_file(str(path / MODEL_FILE)))
+        if found is None:
             raise ConfigError(f"{run}: the run has no checkpoint yet")
-        tensors = load_file(str(folder / MODEL_FILE))
+        folder, tensors = found
         if EMBEDDING_KEY not in tensors:
             raise DataError(f"{folder / MODEL_FILE}: no {EMBEDDING_KEY} tensor")
         self.tokenizer = load_tokenizer(run / "tokenizer.json")
