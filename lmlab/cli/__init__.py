@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from lmlab.cli import data, demo, experiments, interop, runs, scoring, tasks
+from lmlab.cli import data, demo, experiments, interop, runs, scoring, serve, tasks
 from lmlab.cli.quiet import filter_stderr
 from lmlab.core.backend import UnsupportedBackend, check_backend
 from lmlab.core.errors import LmlabError
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_commands(commands)  # compare, plan
     tasks.add_commands(commands)  # finetune, predict, evaluate-task, augment
     scoring.add_commands(commands)  # score, eval-pairs
+    serve.add_commands(commands)  # serve
     return parser
 
 

@@ -30,3 +30,13 @@ def run_output_options(p, json: str | None = None, quiet: bool = False) -> None:
     p.add_argument("--json", action="store_true", help=json)
     if quiet:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+DTYPES = ("float32", "bfloat16", "int8")  # lmlab.models.precision.DTYPES, spelled here so --help imports no Keras
+
+
+def dtype_option(p) -> None:
+    """``--dtype``: the inference precision a run's model is loaded in (:mod:`lmlab.models.precision`)."""
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="inference precision: float32, bfloat16, or int8 (weight-only, transformer runs); "
+                   "default: what the run holds")

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 
-from lmlab.cli.common import CHECKPOINT_HELP, log_unless_quiet
+from lmlab.cli.common import CHECKPOINT_HELP, DTYPES, log_unless_quiet
+from lmlab.core.errors import ConfigError
 
-FORMATS = ("hf", "savedmodel")
+FORMATS = ("hf", "savedmodel", "run")
 
 
 def cmd_export(args) -> int:
     log = log_unless_quiet(args)
-    if args.format == "hf":
+    fmt = args.format or ("run" if args.dtype else "hf")
+    if fmt != "run" and args.dtype not in (None, "float32"):
+        raise ConfigError(f"--format {fmt} writes float32 weights; --dtype {args.dtype} is for --format run "
+                          "(a run folder lmlab generate and eval load)")
+    if fmt == "run":
+        from lmlab.runs.export import export_run
+
+        summary = export_run(args.run, args.out, args.dtype or "float32", args.checkpoint, overwrite=args.overwrite,
+                             log=log)
+    elif fmt == "hf":
         from lmlab.interop.hf_export import export_hf
 
         summary = export_hf(args.run, args.out, args.checkpoint, with_tokenizer=not args.no_tokenizer,
@@ -35,12 +45,16 @@ def cmd_import(args) -> int:
 
 def add_commands(commands) -> None:
     p = commands.add_parser(
-        "export", help="write a run's model as a Hugging Face checkpoint or a TensorFlow SavedModel",
+        "export", help="write a run's model as a Hugging Face checkpoint, a TensorFlow SavedModel, or an int8/bfloat16 run",
         description="--format hf: config.json, model.safetensors, tokenizer.json and friends that "
         "transformers' AutoModelForCausalLM and AutoTokenizer load (Transformer runs). --format savedmodel: "
-        "a SavedModel with score and generate signatures that runs in plain TensorFlow.")
+        "a SavedModel with score and generate signatures that runs in plain TensorFlow. --format run --dtype int8 "
+        "(or bfloat16): a run folder with int8 weights and per-channel scales that lmlab generate and eval load as "
+        "they are.")
     p.add_argument("run")
-    p.add_argument("--format", choices=FORMATS, default="hf", help="hf (default) or savedmodel")
+    p.add_argument("--format", choices=FORMATS, help="hf (default), savedmodel, or run (the default with --dtype)")
+    p.add_argument("--dtype", choices=DTYPES, help="run format: the weights' precision (int8: weight-only, "
+                   "transformer runs)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
     p.add_argument("--no-tokenizer", action="store_true", help="hf: write the model only (e.g. a jieba tokenizer)")

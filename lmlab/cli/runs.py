@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from lmlab.cli.common import log, log_unless_quiet, progress_on, run_output_options
+from lmlab.cli.common import dtype_option, log, log_unless_quiet, progress_on, run_output_options
 from lmlab.core.errors import ConfigError
 
 
@@ -52,6 +52,7 @@ def add_commands(commands) -> None:
     p.add_argument("--text", help="score this UTF-8 text file instead")
     p.add_argument("--stride", type=int, help="sliding-window stride (default: the block size)")
     p.add_argument("--batch-size", type=int, default=8)
+    dtype_option(p)
     run_output_options(p, quiet=True)
     p.set_defaults(func=cmd_eval)
 
@@ -63,6 +64,7 @@ def add_commands(commands) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    dtype_option(p)
     run_output_options(p)
     p.set_defaults(func=cmd_generate)
 
@@ -116,7 +118,7 @@ def cmd_eval(args) -> int:
 
     result = evaluate_run(args.run, split=args.split, text_file=args.text, stride=args.stride,
                           batch_size=args.batch_size, checkpoint=args.checkpoint,
-                          progress=progress_on(args))
+                          progress=progress_on(args), dtype=args.dtype)
     if args.json:
         print(json.dumps(result))
     elif "masked_accuracy" in result:  # an encoder: lmlab.evaluation.masked
@@ -125,7 +127,7 @@ def cmd_eval(args) -> int:
               f"{result['pseudo_perplexity']:.3f} over {result['pseudo_tokens']:,} tokens ({result['note']})")
     else:
         print(f"{result['source']} ({result['tokens']:,} tokens, {result['checkpoint']}): loss {result['loss']:.4f}, "
-              f"perplexity {result['perplexity']:.3f}, bits per byte {result['bits_per_byte']:.4f}")
+              f"perplexity {result['perplexity']:.3f}, bits per byte {result['bits_per_byte']:.4f} ({result['dtype']})")
     return 0
 
 
@@ -134,7 +136,7 @@ def cmd_generate(args) -> int:
     from lmlab.generate.samplers import SamplerConfig
     from lmlab.runs.load import load_run
 
-    run = load_run(args.run, args.checkpoint)
+    run = load_run(args.run, args.checkpoint, dtype=args.dtype)
     sampler = SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     prompts = args.prompt or [""]
     stream = None

@@ -1,4 +1,5 @@
-"""``lmlab score`` and ``eval-pairs``: log-probabilities of lines of text, and accuracy on minimal pairs."""
+"""``lmlab score``, ``eval-pairs``, ``rescore`` and ``harness``: log-probabilities of lines, minimal pairs,
+n-best rescoring (WER/CER), and lm-evaluation-harness tasks."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import json
 import sys
 
-from lmlab.cli.common import CHECKPOINT_HELP, log, log_unless_quiet, progress_on
+from lmlab.cli.common import CHECKPOINT_HELP, dtype_option, log, log_unless_quiet, progress_on, run_output_options
 from lmlab.core.errors import ConfigError
 
 
@@ -25,6 +26,7 @@ def add_commands(commands) -> None:
     p.add_argument("--stride", type=int, help="sliding-window stride for lines longer than the context "
                    "(decoders; default: the block size)")
     p.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
+    dtype_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary on stderr")
     p.set_defaults(func=cmd_score)
 
@@ -37,10 +39,42 @@ def add_commands(commands) -> None:
     p.add_argument("--limit", type=int, help="the first N pairs of each paradigm")
     p.add_argument("--out", metavar="DIR", help="write results.json, results.md and accuracy.png here")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_output_options(p, json="print the results as JSON", quiet=True)
     p.set_defaults(func=cmd_eval_pairs)
+
+    p = commands.add_parser("rescore", help="n-best rescoring: am + λ·lm + β·length, WER/CER before and after",
+                            description="Rescores each utterance's n-best list with a run's LM, tunes λ and β on a "
+                            "dev part (the odd positions, or --dev), and reports first-pass, rescored and oracle "
+                            "error rates, raw and normalised (docs/scoring.md). Formats: JSONL, HyPoradise JSON, "
+                            "Kaldi n-best text.")
+    p.add_argument("run")
+    p.add_argument("--nbest", required=True, metavar="FILE", help=".jsonl, HyPoradise .json, or Kaldi UTT-N text")
+    p.add_argument("--ref", metavar="FILE", help="references, Kaldi text (UTT words...); replaces the file's own")
+    p.add_argument("--am-costs", metavar="FILE", help="Kaldi lists: UTT-N first-pass cost lines (am = -cost)")
+    p.add_argument("--dev", metavar="FILE", help="tune λ and β on this n-best file; test on all of --nbest")
+    p.add_argument("--dev-ref", metavar="FILE", help="references for --dev (Kaldi text)")
+    p.add_argument("--dev-am-costs", metavar="FILE", help="first-pass costs for a Kaldi --dev list")
+    p.add_argument("--unit", choices=("word", "char"), default="word", help="WER (word) or CER (char, e.g. Chinese)")
+    p.add_argument("--weights", metavar="LAMBDA,BETA", help="fixed weights, no tuning (0,0: the first pass)")
+    p.add_argument("--out", metavar="FILE", help="write the results as JSON here")
+    p.add_argument("--hyps", metavar="FILE", help="write each test utterance's chosen hypothesis (Kaldi text)")
+    p.add_argument("--batch-size", type=int, default=32)
+    run_output_options(p, json="print the results as JSON", quiet=True)
+    p.set_defaults(func=cmd_rescore)
+
+    p = commands.add_parser("harness", help="lm-evaluation-harness tasks on a decoder run (the 'lmlab' model)",
+                            description="Runs lm_eval.simple_evaluate with the run as the harness model 'lmlab' "
+                            "(loglikelihood, loglikelihood_rolling, generate_until; docs/scoring.md). Needs "
+                            "pip install 'lmlab[harness]'; the harness's own tasks may download their data.")
+    p.add_argument("run")
+    p.add_argument("--tasks", required=True, help="comma-separated task names (the harness's or --include-path's)")
+    p.add_argument("--include-path", metavar="DIR", help="a folder of your own task YAML files")
+    p.add_argument("--limit", type=float, help="the first N documents of each task (a fraction if < 1)")
+    p.add_argument("--num-fewshot", type=int)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
+    p.add_argument("--out", metavar="FILE", help="write the harness's results (and settings) as JSON here")
+    p.set_defaults(func=cmd_harness)
 
 
 def cmd_score(args) -> int:
@@ -50,7 +84,7 @@ def cmd_score(args) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    run = load_run(args.run, args.checkpoint)
+    run = load_run(args.run, args.checkpoint, dtype=args.dtype)
     scorer = scorer_for(run, args.batch_size, args.stride)
     say = log_unless_quiet(args)
     with contextlib.ExitStack() as stack:
@@ -91,4 +125,58 @@ def cmd_eval_pairs(args) -> int:
     print(table(result))
     if not args.quiet:
         log(f"overall accuracy {100 * result['accuracy']:.1f}%, {chance_note(result)}")
+    return 0
+
+
+def _weights(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lm_weight, length_weight = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--weights must be LAMBDA,BETA (two numbers), got {text!r}") from None
+    return lm_weight, length_weight
+
+
+def cmd_rescore(args) -> int:
+    from lmlab.core.io import atomic_open, write_json
+    from lmlab.evaluation.nbest import read_nbest
+    from lmlab.evaluation.rescore import rescore, table
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    weights = _weights(args.weights)
+    utterances = read_nbest(args.nbest, args.ref, args.am_costs)
+    dev = read_nbest(args.dev, args.dev_ref, args.dev_am_costs) if args.dev else None
+    result = rescore(utterances, args.run, dev, args.unit, weights, args.batch_size, args.checkpoint,
+                     progress_on(args))
+    if args.hyps:
+        with atomic_open(args.hyps, "w", encoding="utf-8") as out:
+            out.writelines(f"{c['id']} {c['hypothesis']}\n" for c in result["choices"])
+    summary = {k: v for k, v in result.items() if k != "choices"}
+    if args.out:
+        write_json(args.out, {"nbest": str(args.nbest), "run": str(args.run), **summary})
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    print(table(result))
+    return 0
+
+
+def cmd_harness(args) -> int:
+    from lmlab.core.extras import require
+    from lmlab.core.io import write_json
+    from lmlab.evaluation.harness import evaluate
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    result = evaluate(args.run, tasks, args.include_path, limit, args.num_fewshot, args.batch_size, args.checkpoint)
+    if result is None:  # only on a non-zero rank of a distributed harness run
+        return 0
+    if args.out:
+        keep = {k: result[k] for k in ("results", "versions", "n-shot", "higher_is_better", "n-samples") if k in result}
+        write_json(args.out, json.loads(json.dumps({"run": str(args.run), "tasks": tasks, **keep}, default=str)))
+    print(require("lm_eval.utils", "lmlab harness").make_table(result))
     return 0

@@ -1,4 +1,4 @@
-"""The task subcommands of ``lmlab``: finetune, predict, evaluate-task and augment.
+"""The task subcommands of ``lmlab``: finetune, predict, evaluate-task, augment, lora-merge and lora-export.
 
 :func:`add_commands` adds them to the main parser (:mod:`lmlab.cli`); each
 command is a thin function over the Python API of :mod:`lmlab.tasks`.
@@ -50,10 +50,47 @@ def cmd_finetune(args) -> int:
         augment=args.augment or "", augment_copies=args.augment_copies, valid_fraction=args.valid_fraction,
         lang=args.lang, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        eval_interval=args.eval_interval, early_stopping=args.early_stopping, seed=args.seed)
+        eval_interval=args.eval_interval, early_stopping=args.early_stopping, seed=args.seed, **_lora_settings(args))
     result = finetune(args.run, args.out, args.train, args.valid, config, _data_options(args), args.checkpoint,
                       args.overwrite, log=log_unless_quiet(args),
                       progress=progress_on(args))
+    print(json.dumps(result))
+    return 0
+
+
+def _lora_settings(args) -> dict:
+    if args.lora_rank is None:
+        if args.lora_alpha is not None or args.lora_targets is not None:
+            raise ConfigError("--lora-alpha and --lora-targets need --lora-rank")
+        return {}
+    if args.lora_rank < 1:
+        raise ConfigError(f"--lora-rank must be >= 1, got {args.lora_rank} (leave it out to train every weight)")
+    if args.lora_alpha is not None and args.lora_alpha <= 0:
+        raise ConfigError(f"--lora-alpha must be > 0, got {args.lora_alpha:g}")
+    settings = {"lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha or 0.0}
+    if args.lora_targets is not None:
+        settings["lora_targets"] = args.lora_targets
+    return settings
+
+
+def cmd_lora_merge(args) -> int:
+    from lmlab.tasks.folder import merge_lora
+
+    result = merge_lora(args.folder, args.out, args.checkpoint)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_lora_export(args) -> int:
+    from lmlab.interop.peft import save_peft_adapter
+    from lmlab.tasks.folder import is_lora, load_finetuned
+
+    finetuned = load_finetuned(args.folder, args.checkpoint)
+    if not is_lora(finetuned.config):
+        raise ConfigError(f"{args.folder} was not fine-tuned with LoRA: export it whole with lmlab export")
+    result = save_peft_adapter(finetuned.lm, args.out, args.base or finetuned.config["base"]["run"])
+    if finetuned.task != "generate":
+        result["note"] = f"the {finetuned.task} head is not part of a PEFT adapter; it stays in {args.folder}"
     print(json.dumps(result))
     return 0
 
@@ -192,8 +229,30 @@ def add_commands(commands) -> None:
     g.add_argument("--valid-fraction", type=float, default=0.1)
     g.add_argument("--lang", default="auto", help="auto (default), en or zh: metrics and augmentation")
     g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("LoRA (low-rank adapters; the language model stays frozen)")
+    g.add_argument("--lora-rank", type=int, help="train rank-R adapters on --lora-targets instead of every weight")
+    g.add_argument("--lora-alpha", type=float, help="scaling alpha / rank of the adapters (default: the rank)")
+    g.add_argument("--lora-targets", help="projections to adapt, from q,k,v,o (attention), fc,proj (GPT-2 and "
+                   "encoder MLP), gate,up,down (Llama MLP), or all (default q,v)")
     _synonym_arguments(p)
     p.set_defaults(func=cmd_finetune)
+
+    p = commands.add_parser("lora-merge", help="a LoRA fine-tuned folder as an ordinary one (adapters merged)",
+                            description="Write W + (alpha/r)·A·B into every adapted kernel: the result needs no base "
+                            "run, and lmlab generate, eval and export read it.")
+    p.add_argument("folder", help="a folder lmlab finetune --lora-rank wrote")
+    p.add_argument("--out", required=True, help="the new fine-tuned folder")
+    p.add_argument("--checkpoint", default="best", help="best (default) or last")
+    p.set_defaults(func=cmd_lora_merge)
+
+    p = commands.add_parser("lora-export", help="a LoRA fine-tuned folder's adapters in PEFT's format",
+                            description="Write adapter_config.json and adapter_model.safetensors, for "
+                            "peft.PeftModel.from_pretrained on the base run exported with lmlab export --format hf.")
+    p.add_argument("folder", help="a folder lmlab finetune --lora-rank wrote")
+    p.add_argument("--out", required=True, help="the adapter folder")
+    p.add_argument("--base", help="base_model_name_or_path written to the config (default: the base run)")
+    p.add_argument("--checkpoint", default="best", help="best (default) or last")
+    p.set_defaults(func=cmd_lora_export)
 
     p = commands.add_parser("predict", help="labels or completions from a fine-tuned folder")
     p.add_argument("folder")

@@ -20,6 +20,10 @@ EXTRAS = {  # top-level module -> (extra, what needs it)
     "torch": ("parity", "checking lmlab against the transformers reference"),
     "tensorboard": ("tensorboard", "viewing training logs (tensorboard --logdir RUN/tensorboard)"),
     "nltk": ("rouge", "ROUGE with Porter stemming (rouge-stemmed)"),
+    "fastapi": ("serve", "lmlab serve (the HTTP server)"),
+    "uvicorn": ("serve", "lmlab serve (the HTTP server)"),
+    "jiwer": ("rescore", "lmlab rescore (word and character error rates)"),
+    "lm_eval": ("harness", "lmlab harness (the lm-evaluation-harness model)"),
 }
 
 

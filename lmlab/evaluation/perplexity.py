@@ -28,7 +28,7 @@ from lmlab.data.windows import SequentialWindows
 from lmlab.evaluation.masked import evaluate_mlm
 from lmlab.models import registry
 from lmlab.runs.folder import data_folder
-from lmlab.runs.load import load_run
+from lmlab.runs.load import load_run, stored_dtype
 
 
 def score_windows(model, windows: SequentialWindows, progress: bool = False) -> tuple[float, int]:
@@ -66,10 +66,11 @@ def evaluate_tokens(model, split: TokenSplit, utf8_bytes: int, block_size: int |
 
 
 def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | None = None, batch_size: int = 8,
-                 checkpoint: str = "best", progress: bool = False) -> dict:
-    """``lmlab eval``: score a run's model on a prepared split or on a text file (``progress``: bars on stderr)."""
+                 checkpoint: str = "best", progress: bool = False, dtype: str | None = None) -> dict:
+    """``lmlab eval``: score a run's model on a prepared split or on a text file (``progress``: bars on stderr),
+    in inference ``dtype`` (default: what the run holds; :func:`lmlab.runs.load.load_run`)."""
 
-    run = load_run(run_folder, checkpoint)
+    run = load_run(run_folder, checkpoint, dtype=dtype)
     block = run.config["model"].get("block_size")
     if text_file is not None:
         path = Path(text_file)
@@ -94,4 +95,5 @@ def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | 
         result = evaluate_mlm(run.model, run.tokenizer, tokens, batch_size, progress=progress)
     else:
         result = evaluate_tokens(run.model, tokens, tokens.utf8_bytes, block, batch_size, stride, progress)
-    return {"run": str(run_folder), "checkpoint": run.checkpoint.name, "step": run.step, "source": source, **result}
+    return {"run": str(run_folder), "checkpoint": run.checkpoint.name, "step": run.step, "source": source,
+            "dtype": dtype or stored_dtype(run.config), **result}

@@ -72,6 +72,16 @@ def reference_attention(q, k, v, mask):
     return ops.cast(out, dtype)
 
 
+def _write_rows(k_cache, v_cache, k_new, v_new, positions):
+    """The caches with one new key ``(B, nkv, hd, 1)`` and value ``(B, nkv, 1, hd)`` written at each row's own
+    slot ``positions`` ``(B,)``: a select against a one-hot of the slot (a scalar index is one ``slice_update``)."""
+    slots = ops.shape(v_cache)[2]
+    hot = ops.arange(slots, dtype="int32")[None, :] == ops.cast(positions, "int32")[:, None]  # (B, S)
+    k_cache = ops.where(hot[:, None, None, :], k_new, k_cache)  # (B, nkv, hd, S)
+    v_cache = ops.where(hot[:, None, :, None], v_new, v_cache)  # (B, nkv, S, hd)
+    return k_cache, v_cache
+
+
 @keras.saving.register_keras_serializable(package="lmlab")
 class CausalSelfAttention(keras.layers.Layer):
     """Multi-head causal self-attention with optional GQA, RoPE and a KV cache.
@@ -156,8 +166,11 @@ class CausalSelfAttention(keras.layers.Layer):
             # the cache in place inside a compiled loop instead of copying it every token.
             after_reads = ops.cast(y[0, 0, 0, 0] * 0, k_cache.dtype)
             k_new, v_new = k_new + after_reads, v_new + after_reads
-            k_cache = ops.slice_update(k_cache, [0, 0, 0, cache_index], k_new)  # (B, nkv, hd, S)
-            v_cache = ops.slice_update(v_cache, [0, 0, cache_index, 0], v_new)  # (B, nkv, S, hd)
+            if len(getattr(cache_index, "shape", ())) == 1:  # a position per row (continuous batching)
+                k_cache, v_cache = _write_rows(k_cache, v_cache, k_new, v_new, cache_index)
+            else:
+                k_cache = ops.slice_update(k_cache, [0, 0, 0, cache_index], k_new)  # (B, nkv, hd, S)
+                v_cache = ops.slice_update(v_cache, [0, 0, cache_index, 0], v_new)  # (B, nkv, S, hd)
             cache = (k_cache, v_cache)
         else:
             y = self._attend(q, k, v)  # (B, T, nh, hd)
@@ -185,7 +198,10 @@ class CausalSelfAttention(keras.layers.Layer):
             return ops.reshape(scores, (batch, self.n_kv_head, groups, length, width))
 
         old = grouped(ops.matmul(q, ops.cast(k_cache, "float32")) * scale, slots)  # (B, nkv, g, T, S)
-        old_visible = ops.arange(slots, dtype="int32") < ops.cast(cache_index, "int32")  # (S,)
+        index = ops.cast(cache_index, "int32")
+        if len(index.shape) == 1:  # one position per row: (B, 1, 1, 1, 1) against (S,)
+            index = ops.reshape(index, (-1, 1, 1, 1, 1))
+        old_visible = ops.arange(slots, dtype="int32") < index  # (S,) or (B, 1, 1, 1, S)
         old = ops.where(old_visible, old, ops.full_like(old, -1e30))
         new = grouped(ops.matmul(q, ops.cast(k_new, "float32")) * scale, length)  # (B, nkv, g, T, T)
         new = ops.where(causal_mask(length, length), new, ops.full_like(new, -1e30))

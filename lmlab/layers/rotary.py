@@ -28,9 +28,10 @@ def inverse_frequencies(head_dim: int, theta: float = 10000.0) -> np.ndarray:
 
 
 def rotary_cos_sin(positions, head_dim: int, theta: float = 10000.0):
-    """Cosines and sines for integer ``positions`` (shape ``(T,)``): two float32 ``(T, head_dim)``."""
+    """Cosines and sines for integer ``positions`` ``(T,)`` (or ``(B, T)``, per row): two float32
+    ``(..., T, head_dim)``."""
     inv_freq = ops.convert_to_tensor(inverse_frequencies(head_dim, theta))  # (hd/2,)
-    angles = ops.cast(positions, "float32")[:, None] * inv_freq[None, :]  # (T, hd/2)
+    angles = ops.cast(positions, "float32")[..., None] * inv_freq  # (..., T, hd/2)
     angles = ops.concatenate([angles, angles], axis=-1)  # (T, hd)
     return ops.cos(angles), ops.sin(angles)
 
@@ -44,12 +45,19 @@ def rotate_half(x):
 def apply_rotary(x, cos, sin):
     """Rotate ``x`` of shape ``(B, T, heads, hd)`` by angles for its ``T`` positions.
 
-    ``cos`` and ``sin`` are ``(T, hd)`` float32; they are cast to ``x.dtype`` first,
-    as Hugging Face does.
+    ``cos`` and ``sin`` are ``(T, hd)`` float32, or ``(B, T, hd)`` when each row has its own
+    positions; they are cast to ``x.dtype`` first, as Hugging Face does.
     """
-    cos = ops.cast(cos, x.dtype)[None, :, None, :]  # (1, T, 1, hd)
-    sin = ops.cast(sin, x.dtype)[None, :, None, :]  # (1, T, 1, hd)
+    cos, sin = ((c[None] if len(c.shape) == 2 else c) for c in (cos, sin))  # (1 or B, T, hd)
+    cos = ops.cast(cos, x.dtype)[:, :, None, :]  # (1 or B, T, 1, hd)
+    sin = ops.cast(sin, x.dtype)[:, :, None, :]
     return x * cos + rotate_half(x) * sin
+
+
+def _column(start_index):
+    """A scalar start as is; a per-row start ``(B,)`` as ``(B, 1)``, so adding ``arange(T)`` gives ``(B, T)``."""
+    start = ops.cast(start_index, "int32")
+    return start[:, None] if len(start.shape) == 1 else start
 
 
 @keras.saving.register_keras_serializable(package="lmlab")
@@ -58,7 +66,8 @@ class RotaryEmbedding(keras.layers.Layer):
 
     ``call(x, start_index=0)``: the tokens of ``x`` sit at positions
     ``start_index, ..., start_index + T - 1`` (``start_index`` may be a traced
-    scalar tensor, for cached decoding inside a compiled loop).
+    scalar tensor, for cached decoding inside a compiled loop, or ``(B,)``: one start per row,
+    for continuous batching).
     """
 
     def __init__(self, head_dim: int, theta: float = 10000.0, **kwargs):
@@ -70,7 +79,7 @@ class RotaryEmbedding(keras.layers.Layer):
 
     def call(self, x, start_index=0):
         length = ops.shape(x)[1]
-        positions = ops.arange(length, dtype="int32") + ops.cast(start_index, "int32")  # (T,)
+        positions = ops.arange(length, dtype="int32") + _column(start_index)  # (T,) or (B, T)
         cos, sin = rotary_cos_sin(positions, self.head_dim, self.theta)
         return apply_rotary(x, cos, sin)
 

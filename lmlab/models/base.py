@@ -111,13 +111,16 @@ def preset_config(config_class, family: str, presets: Mapping[str, Mapping[str, 
     return config_class.from_dict({**presets[name], **overrides})
 
 
-def build_built(model_class, config, seed: int | None = None, dummy_length: int = 1, **kwargs):
+def build_built(model_class, config, seed: int | None = None, dummy_length: int = 1, before_build=None, **kwargs):
     """A ``model_class`` with its weights built by a call on a dummy ``(1, dummy_length)`` batch.
 
     The same ``config`` and integer ``seed`` give the same weights; ``kwargs`` go to the model
-    (e.g. ``dtype="mixed_bfloat16"``).
+    (e.g. ``dtype="mixed_bfloat16"``). ``before_build(model)`` may change layers while no weight exists yet
+    (:func:`lmlab.models.precision.prepare_int8`).
     """
     model = model_class(config, seed=seed, **kwargs)
+    if before_build is not None:
+        before_build(model)
     model(ops.zeros((1, dummy_length), dtype="int32"))
     return model
 

@@ -11,6 +11,7 @@ import reprlib
 from dataclasses import dataclass
 
 from lmlab.core.errors import ConfigError
+from lmlab.models import precision
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,16 @@ def config_from_dict(data: dict):
     return getattr(spec.load(), spec.config_class).from_dict(data)
 
 
-def build_model(config, seed: int | None = None):
+def build_model(config, seed: int | None = None, dtype: str = "float32"):
+    """A built model of ``config``'s family in inference ``dtype`` (:mod:`lmlab.models.precision`).
+
+    ``int8`` builds int8 Dense kernels and their scales from the start (zeros and ones until a quantized
+    checkpoint is assigned), so no float32 copy of them exists; to quantize float32 weights, build float32
+    and call :func:`~lmlab.models.precision.quantize_int8`.
+    """
     spec = family(config.family)
-    return getattr(spec.load(), spec.builder)(config, seed=seed)
+    precision.check_dtype(dtype, spec.name)
+    extra = {} if dtype == "float32" else {"dtype": precision.policy(dtype)}
+    if dtype != "float32":
+        extra["before_build"] = precision.prepare_int8 if dtype == "int8" else precision.prepare_bfloat16
+    return getattr(spec.load(), spec.builder)(config, seed=seed, **extra)

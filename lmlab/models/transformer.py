@@ -416,8 +416,11 @@ class TransformerLM(LanguageModel, keras.Model):
             raise ConfigError(f"sequence length {length} exceeds block_size={self.config.block_size}")
         x = self.token_embedding(ops.cast(token_ids, "int32"))  # (B, T, d)
         if self.position_embedding is not None:
-            positions = ops.arange(ops.shape(token_ids)[1], dtype="int32") + ops.cast(start, "int32")
-            x = x + self.position_embedding(positions)[None, :, :]  # (1, T, d)
+            start = ops.cast(start, "int32")
+            per_row = len(start.shape) == 1  # continuous batching: each row at its own position
+            positions = ops.arange(ops.shape(token_ids)[1], dtype="int32") + (start[:, None] if per_row else start)
+            embedded = self.position_embedding(positions)  # (B, T, d) per row, else (T, d)
+            x = x + (embedded if per_row else embedded[None, :, :])
         return self.embedding_dropout(x, training=training)
 
     def logits(self, x):
@@ -455,6 +458,8 @@ class TransformerLM(LanguageModel, keras.Model):
 
         ``index`` (a scalar int, may be a traced tensor) is the position of
         ``token_ids[:, 0]``; the tokens attend causally to cache slots ``< index + t``.
+        ``index`` may also be ``(B,)``, one position per row (continuous batching:
+        :mod:`lmlab.generate.batching`), with ``t == 1``.
         Returns ``(logits (B, t, V) float32, new_cache)``. The caller keeps
         ``index + t <= max_length`` (not checked: ``index`` may be traced).
         Shapes are static, so this runs inside ``tf.function(jit_compile=True)``

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from lmlab.core.errors import ConfigError
 from lmlab.core.records import Record, is_int, is_real
+from lmlab.models.lora import DEFAULT_TARGETS, check_settings, parse_targets
 from lmlab.tasks.augment.operations import parse_operations
 
 TASKS = ("classify", "generate", "span")  # span: extractive QA with an encoder (lmlab.tasks.span)
@@ -53,6 +54,10 @@ class FinetuneConfig(Record):
     eval_interval: int = 0  # optimizer steps between validations; 0: once per epoch
     early_stopping: int = 0  # validations without improvement before stopping; 0: never
     seed: int = 0
+    # LoRA (lmlab.models.lora): adapters of this rank on the targets, the rest frozen; 0 trains every weight
+    lora_rank: int = 0
+    lora_alpha: float = 0.0  # 0: the rank (scaling alpha / rank = 1)
+    lora_targets: str = DEFAULT_TARGETS
 
     def __post_init__(self):
         _choice(self, "task", TASKS)
@@ -75,6 +80,14 @@ class FinetuneConfig(Record):
         for name in ("warmup_ratio", "valid_fraction"):
             if not is_real(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        _integer(self, "lora_rank", 0)
+        if not is_real(self.lora_alpha) or self.lora_alpha < 0:
+            raise ConfigError(f"lora_alpha must be a number > 0 (or 0: the rank), got {self.lora_alpha!r}")
+        if self.lora_rank:
+            check_settings(self.lora_rank, self.lora_alpha or self.lora_rank)
+            parse_targets(self.lora_targets)
+            if self.freeze:
+                raise ConfigError("--freeze trains the head only and LoRA trains adapters: choose one")
         self.class_weight_values(1)  # the spelling; the count is checked against the labels later
         if self.augment:
             parse_operations(self.augment)

@@ -5,7 +5,10 @@ The loop: batches from :mod:`lmlab.tasks.batching`, compiled steps from
 (:func:`lmlab.training.trainer.build_optimizer`: AdamW, warm-up, cosine
 decay, clipping), a validation every ``eval_interval`` steps (default: each
 epoch) and a checkpoint whenever it improves (classification: accuracy;
-generation: completion loss), written by :mod:`lmlab.tasks.folder`.
+generation: completion loss), written by :mod:`lmlab.tasks.folder`. With
+``lora_rank`` the language model is frozen and only LoRA adapters on its
+projections (:mod:`lmlab.models.lora`) and the task head train; the
+checkpoints then hold only those.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import numpy as np
 from lmlab.core.errors import ConfigError
 from lmlab.core.io import write_json
 from lmlab.core.progress import progress_bar
+from lmlab.models.lora import enable_lora
 from lmlab.runs.load import load_run
 from lmlab.tasks.batching import check_neural, input_prefix, is_masked_lm
 from lmlab.tasks.classify import ClassifyTask
 from lmlab.tasks.config import FinetuneConfig
-from lmlab.tasks.folder import CONFIG, read_config, save_weights
+from lmlab.tasks.folder import CONFIG, lm_files, read_config, save_weights
 from lmlab.tasks.generate import GenerateTask
 from lmlab.training.config import TrainConfig
 from lmlab.training.optimizer import build_optimizer
@@ -65,6 +69,7 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
 
     keras.utils.set_random_seed(config.seed)
     model = task.build(base.model)
+    lora = _enable_lora(task.lm, config, log) if config.lora_rank else None
     per_epoch = task.train_data.steps_per_epoch(config.batch_size)
     total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
     warmup = min(int(config.warmup_ratio * total), total - 1)
@@ -89,9 +94,10 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
         "train_file": str(train), "valid_file": str(valid) if valid else None,
         "parameters": {"total": int(model.count_params()),
                        "trainable": int(sum(np.prod(v.shape) for v in model.trainable_variables))},
+        **({"lora": lora} if lora else {}),
     })
     log(f"fine-tuning {base_run} ({base.checkpoint.name}) for {config.task}: {total:,} steps of {config.batch_size} "
-        f"({per_epoch:,} per epoch), {'head only' if config.task == 'classify' and config.freeze else 'all weights'}, "
+        f"({per_epoch:,} per epoch), {_trained(config)}, "
         f"validation every {interval:,} steps")
 
     best, stale, step, epoch = -math.inf, 0, 0, 0
@@ -122,8 +128,8 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
                     if improved:
                         best, stale, best_metrics = metrics["val_score"], 0, record
                         stepper.sync()
-                        save_weights(out, step, task.lm, task.head, {k: v for k, v in record.items()
-                                                                     if k != "valid_metrics"})
+                        save_weights(out, step, lm_files(task.lm, bool(lora)), task.head,
+                                     {k: v for k, v in record.items() if k != "valid_metrics"})
                     else:
                         stale += 1
                     if config.early_stopping and stale >= config.early_stopping:
@@ -138,6 +144,21 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     result.update(steps=step, seconds=round(time.perf_counter() - started, 1), out=str(out))
     write_json(out / "results.json", result)
     return result
+
+
+def _enable_lora(lm, config: FinetuneConfig, log) -> dict:
+    """Adapters on the language model (after the task head is built: its ``trainable`` setter would undo them)."""
+    lora = enable_lora(lm, config.lora_rank, config.lora_alpha or config.lora_rank, config.lora_targets, config.seed)
+    log(f"LoRA rank {lora['rank']} (alpha {lora['alpha']:g}) on {','.join(lora['targets'])}: "
+        f"{lora['adapted_layers']} projections, {lora['trainable']:,} adapter parameters = {lora['percent']:.3f}% "
+        f"of the language model's {lora['base_parameters']:,}")
+    return lora
+
+
+def _trained(config: FinetuneConfig) -> str:
+    if config.lora_rank:
+        return "LoRA adapters" + (" and the head" if config.task != "generate" else "")
+    return "head only" if config.task == "classify" and config.freeze else "all weights"
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -5,8 +5,10 @@ Layout::
     config.json      task, model config, fine-tuning config, labels or template, base run
     tokenizer.json   the base run's tokenizer
     checkpoints/     step-N/model.safetensors (the language model, keyed as in
-                     pre-training checkpoints), step-N/head.safetensors (the
-                     classifier head), step-N/state.json; best.json, last.json
+                     pre-training checkpoints) or, fine-tuned with LoRA,
+                     step-N/adapter.safetensors (only the adapters: the base
+                     run's checkpoint holds the rest), step-N/head.safetensors
+                     (the classifier head), step-N/state.json; best.json, last.json
     log.jsonl        training losses and validations
     valid_metrics.json, results.json
 
@@ -16,7 +18,8 @@ renamed into place before the pointers move, and JSON goes through
 checkpoint behind a pointer. Weights are safetensors, everything else JSON:
 loading runs no code. Because the language model is stored as a
 pre-training checkpoint is, :func:`lmlab.runs.load.load_run` (so ``lmlab generate``
-and ``lmlab eval``) also reads a fine-tuned folder.
+and ``lmlab eval``) also reads a fine-tuned folder; a LoRA folder needs its base
+run, and :func:`merge_lora` turns it into an ordinary one.
 """
 
 from __future__ import annotations
@@ -30,18 +33,29 @@ import numpy as np
 
 from lmlab.core.errors import ConfigError
 from lmlab.core.io import read_json, write_json
-from lmlab.runs.checkpoint import MODEL_FILE, load_tensors, model_tensors, write_step
-from lmlab.runs.load import load_run
+from lmlab.models import registry
+from lmlab.models.lora import adapter_tensors, assign_adapters, enable_lora, lora_layers, merged_tensors
+from lmlab.runs.checkpoint import MODEL_FILE, STATE_FILE, load_checkpoint, load_tensors, model_tensors, read_pointed, \
+    write_step
+from lmlab.runs.load import LoadedRun, load_run
+from lmlab.tokenizers import load_tokenizer
 from lmlab.tasks.readers.templates import Template
 
 CONFIG = "config.json"
 HEAD_FILE = "head.safetensors"
+ADAPTER_FILE = "adapter.safetensors"
 
 
-def save_weights(folder, step: int, lm, head=None, state: dict | None = None) -> Path:
-    """Write the checkpoint of ``step`` (the language model and optional head) and make it best and last."""
+def lm_files(lm, lora: bool) -> dict:
+    """The language model's part of a checkpoint: all its weights, or with ``lora`` only the adapters."""
+    return {ADAPTER_FILE: adapter_tensors(lm)} if lora else {MODEL_FILE: model_tensors(lm)}
+
+
+def save_weights(folder, step: int, files: dict, head=None, state: dict | None = None) -> Path:
+    """Write the checkpoint of ``step`` (``files``: :func:`lm_files`, and the optional head) and make it best
+    and last."""
     checkpoints = Path(folder) / "checkpoints"
-    files = {MODEL_FILE: model_tensors(lm)}
+    files = dict(files)
     if head is not None:
         files[HEAD_FILE] = {"kernel": np.asarray(head.kernel.numpy()), "bias": np.asarray(head.bias.numpy())}
     name = write_step(checkpoints, step, files, state or {})
@@ -126,9 +140,36 @@ def load_finetuned(folder, which: str = "best") -> Finetuned:
     return finetuned
 
 
+def is_lora(config: dict) -> bool:
+    return bool((config.get("finetune") or {}).get("lora_rank"))
+
+
+def _load_lora(folder: Path, config: dict, which: str) -> LoadedRun:
+    """The base run's checkpoint that was fine-tuned, with this folder's adapters on it."""
+    base = config["base"]
+    base_checkpoint = Path(base["run"]) / "checkpoints" / base["checkpoint"]
+    if not base_checkpoint.is_dir():
+        raise ConfigError(f"{folder} holds LoRA adapters for {base_checkpoint}, which is gone; a LoRA folder needs "
+                          f"its base checkpoint (lmlab lora-merge makes a folder that stands alone)")
+    found = read_pointed(folder, which, fallback="last", read=lambda path: (
+        read_json(path / STATE_FILE, "checkpoint state"), load_tensors(path / ADAPTER_FILE)))
+    if found is None:
+        raise ConfigError(f"{folder}: no checkpoint yet")
+    checkpoint, (state, adapters) = found
+    model = registry.build_model(registry.config_from_dict(config["model"]))
+    base_state = load_checkpoint(base_checkpoint, model)
+    if base_state.get("step") != base.get("step"):
+        raise ConfigError(f"{base_checkpoint} is at step {base_state.get('step')}, the adapters were trained on "
+                          f"step {base.get('step')}")
+    settings = config["finetune"]
+    enable_lora(model, settings["lora_rank"], settings["lora_alpha"] or settings["lora_rank"], settings["lora_targets"])
+    assign_adapters(model, adapters, checkpoint / ADAPTER_FILE)
+    return LoadedRun(folder, config, model, load_tokenizer(folder / "tokenizer.json"), checkpoint, state["step"])
+
+
 def _load(folder: Path, which: str) -> Finetuned:
     config = read_config(folder)
-    run = load_run(folder, which)
+    run = _load_lora(folder, config, which) if is_lora(config) else load_run(folder, which)
     classifier = None
     if config["task"] == "classify":
         from lmlab.tasks.classifier import SequenceClassifier
@@ -145,3 +186,29 @@ def _load(folder: Path, which: str) -> Finetuned:
         classifier(np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32), np.ones(1, np.int32))
         _restore_head(classifier.head, run.checkpoint / HEAD_FILE)
     return Finetuned(folder, config, config["task"], run.tokenizer, run.model, classifier, run.step)
+
+
+def merge_lora(folder, out, which: str = "best") -> dict:
+    """Write ``out``, an ordinary fine-tuned folder, from the LoRA folder ``folder``: every adapted
+    kernel is ``W + (alpha/r)·A·B``, so every lmlab command (and ``lmlab export --format hf``) reads it."""
+    folder, out = Path(folder), Path(out)
+    finetuned = load_finetuned(folder, which)
+    if not is_lora(finetuned.config):
+        raise ConfigError(f"{folder} was not fine-tuned with LoRA: it has nothing to merge")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = finetuned.config["finetune"]
+    config = {**finetuned.config, "finetune": {**settings, "lora_rank": 0},
+              "merged_from": {"folder": str(folder.resolve()), "checkpoint": which, "lora_rank": settings["lora_rank"],
+                              "lora_alpha": settings["lora_alpha"], "lora_targets": settings["lora_targets"]}}
+    shutil.copy(folder / "tokenizer.json", out / "tokenizer.json")
+    for name in ("log.jsonl", "results.json", "valid_metrics.json"):
+        if (folder / name).exists():
+            shutil.copy(folder / name, out / name)
+    state = read_json(Path(folder) / "checkpoints" / f"{which}.json", "checkpoint pointer")
+    head = finetuned.classifier.head if finetuned.classifier is not None else None
+    save_weights(out, finetuned.step, {MODEL_FILE: merged_tensors(finetuned.lm)}, head,
+                 {k: v for k, v in state.items() if k.startswith("val")})
+    write_json(out / CONFIG, config)  # last: a folder without it is not a fine-tuned one
+    return {"out": str(out), "step": finetuned.step, "merged_layers": len(lora_layers(finetuned.lm))}

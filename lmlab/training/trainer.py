@@ -56,7 +56,11 @@ class Trainer:
         if resume:
             if not (self.run_dir / RUN_CONFIG).exists():
                 raise ConfigError(f"{self.run_dir}: no run to resume here (no {RUN_CONFIG})")
-            saved_config = TrainConfig.from_dict(read_run_config(self.run_dir)["train"])
+            saved = read_run_config(self.run_dir)
+            if (saved.get("inference") or {}).get("dtype", "float32") != "float32":  # lmlab export --dtype
+                raise ConfigError(f"{self.run_dir} holds {saved['inference']['dtype']} weights for inference; "
+                                  "resume the float32 run it was exported from")
+            saved_config = TrainConfig.from_dict(saved["train"])
             if config.skip_bad_batches:  # the one setting a resume may add (to get past a bad batch)
                 saved_config = dataclasses.replace(saved_config, skip_bad_batches=True)
             # Where a run runs is chosen at each start (a checkpoint loads on any placement); its maths is not.

@@ -1,0 +1,47 @@
+"""``lmlab serve``: a run's model behind OpenAI's HTTP API, with continuous batching and a playground.
+
+:func:`serve` is the whole server from Python; :mod:`~lmlab.serve.engine` is the one thread that
+decodes, :mod:`~lmlab.serve.app` the routes, :mod:`~lmlab.serve.protocol` the request checks.
+See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmlab.core.errors import ConfigError
+from lmlab.core.extras import require
+from lmlab.runs.load import LoadedRun, load_run
+
+
+def build_engine(run, checkpoint: str = "best", max_batch: int = 8, max_queue: int = 64,
+                 context: int | None = None):
+    """The engine (started: compiled and decoding) for a run folder or a loaded run."""
+    from lmlab.serve.engine import Engine
+
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, checkpoint)
+    if not hasattr(loaded.model, "call_with_cache"):
+        family = loaded.config["model"].get("family", "transformer")
+        raise ConfigError("lmlab serve decodes with a cache: transformer, rnn and gated_cnn runs (not n-gram or "
+                          "masked LMs); "
+                          f"this run is {family!r}")
+    return Engine(loaded.model, loaded.tokenizer, max_batch, max_queue, context).start(), loaded
+
+
+def serve(run, host: str = "127.0.0.1", port: int = 8000, checkpoint: str = "best", max_batch: int = 8,
+          max_queue: int = 64, context: int | None = None, model_name: str | None = None,
+          log=print) -> None:
+    """Serve ``run`` (a run folder) on ``host:port`` until interrupted."""
+    require("fastapi", "lmlab serve")
+    uvicorn = require("uvicorn", "lmlab serve")
+    from lmlab.serve.app import create_app
+
+    engine, loaded = build_engine(run, checkpoint, max_batch, max_queue, context)
+    name = model_name or Path(loaded.folder).resolve().name
+    app = create_app(engine, name)
+    log(f"serving {name} (step {loaded.step}, {max_batch} slots, context {engine.context}) "
+        f"on http://{host}:{port}/")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        engine.stop()
