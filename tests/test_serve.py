@@ -55,7 +55,8 @@ def greedy(client, prompt, max_tokens=12, **extra):
 
 def test_models_health_tokenize(server, client, loaded):
     assert [m.id for m in client.models.list().data] == ["tiny"]
-    assert request(server, "GET", "/health") == (200, {"status": "ok", "model": "tiny"})
+    assert request(server, "GET", "/health") == (200, {"status": "ok", "model": "tiny", "checkpoint": "step-000000",
+                                                        "step": 0})
     status, body = request(server, "POST", "/tokenize", {"prompt": PROMPTS[1]})
     assert status == 200 and body["tokens"] == loaded.tokenizer.encode(PROMPTS[1]) and body["max_model_len"] == BLOCK
     assert request(server, "POST", "/detokenize", {"tokens": body["tokens"]}) == (200, {"prompt": PROMPTS[1]})

@@ -19,6 +19,9 @@ def add_commands(commands) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot; past it, 429")
     p.add_argument("--context", type=int, help="positions per slot (default: the model's block size)")
     p.add_argument("--model-name", help="the model's id in the API (default: the run folder's name)")
+    p.add_argument("--reload-every", type=float, default=2.0, metavar="SECONDS",
+                   help="look this often whether a run still training has a new checkpoint, and serve it "
+                   "(0: never; default 2)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -28,8 +31,10 @@ def cmd_serve(args) -> int:
     for name in ("max_batch", "port"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.reload_every >= 0:
+        raise ConfigError(f"--reload-every must be >= 0, got {args.reload_every}")
     if args.max_queue < 0:
         raise ConfigError(f"--max-queue must be >= 0, got {args.max_queue}")
     serve(args.run, args.host, args.port, args.checkpoint, args.max_batch, args.max_queue, args.context,
-          args.model_name, log=log)
+          args.model_name, args.reload_every, log=log)
     return 0

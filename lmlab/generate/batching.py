@@ -2,20 +2,32 @@
 
 A server decodes for many requests at once, and they neither start nor end together. Here the
 batch is ``slots`` rows of one cache spanning ``context`` positions, allocated once. A new
-sequence is prefilled alone (batch 1, eagerly: prompts come in every length, and compiling a
-prefill per length would cost more than it saves, as in :mod:`lmlab.generate.search`), its
-cache row is copied into a free slot, and from the next step it decodes beside the others.
-Each step feeds every slot its newest token at that slot's own position (the Transformer takes
-a position per row, ``index`` of shape ``(B,)``; the RNN and the gated CNN keep no positions at
-all), in one compiled call of a fixed shape, and returns every row's log-probabilities to the
-host, where each sequence samples with its own settings and seed. A free slot is fed a dummy
-token at position 0; its output is ignored and its row is overwritten when a sequence joins.
+sequence is prefilled alone (batch 1), its cache row is copied into a free slot, and from the
+next step it decodes beside the others. Prompts come in every length, and compiling a prefill
+per length would cost more than it saves (as in :mod:`lmlab.generate.search`); so a Transformer's
+prompt is padded at its end to a power of two and that width compiled once (the padding's keys
+sit at positions the sequence has not reached, never read and overwritten as it goes), while the
+RNN's and the gated CNN's, whose state would read the padding, are prefilled eagerly.
+
+:meth:`SlotBatch.step` makes up to ``chunk`` tokens for every slot in one compiled call: the loop
+over tokens runs inside XLA (``keras.ops.while_loop``, as :class:`~lmlab.generate.decoder.Decoder`
+does), so nothing returns to Python between tokens. Each iteration feeds every slot its newest
+token at that slot's own position (the Transformer takes a position per row, ``index`` of shape
+``(B,)``; the RNN and the gated CNN keep no positions at all) and picks each row's next token on
+the device with that row's own temperature, top-k and top-p (:func:`pick_rows`, the rules of
+:func:`~lmlab.generate.samplers.filter_logits` per row). Randomness comes from the host: each
+sequence has its own ``numpy.random.Generator`` (seeded by the request) and hands the step one
+uniform per token, drawn by inverse CDF, so a seeded sequence gets the same tokens whatever else
+shares the batch. A row stops at its end token or its budget; a free or finished row is fed its
+last token again and its output ignored (its row is overwritten when a sequence joins).
 
 Because the step's shape never changes and rows never mix, a sequence's tokens are the same
 whichever others share the batch (the tests hold greedy decoding alone equal to batched).
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import numpy as np
@@ -24,65 +36,226 @@ from lmlab.core.backend import compile_function
 from lmlab.core.errors import ConfigError
 from lmlab.generate.decoder import cache_batch_axes, map_cache
 
+CHUNK = 16  # tokens per compiled call: fewer host round trips vs. how long a waiting request waits
+TOP = 20  # alternatives returned per token (OpenAI's bound on logprobs)
+PREFILL_MIN = 16  # the shortest padded prefill
+
+
+def filter_rows(log_probs, temperature, top_k, top_p):
+    """Each row of ``log_probs`` ``(B, V)`` filtered by its own ``temperature``, ``top_k``, ``top_p`` ``(B,)``.
+
+    :func:`~lmlab.generate.samplers.filter_logits`' rules with settings that are tensors rather than one
+    config: temperature (0 is read as 1 here; greedy rows are picked apart), top-k keeping ties at the
+    k-th value (0 or >= V: off), then top-p on what is left (1: off). Returns float32 ``(B, V)`` logits
+    with ``-inf`` where a token may not be drawn.
+    """
+    ops = keras.ops
+    vocab = log_probs.shape[-1]
+    neg_inf = ops.full_like(log_probs, -math.inf)
+    x = log_probs / ops.where(temperature > 0, temperature, 1.0)[:, None]  # (B, V)
+    k = ops.where(ops.logical_and(top_k > 0, top_k < vocab), top_k, vocab)  # (B,)
+    descending = -ops.sort(-x, axis=-1)  # (B, V)
+    kth = ops.take_along_axis(descending, (k - 1)[:, None], axis=-1)  # (B, 1): each row's k-th largest
+    x = ops.where(x < kth, neg_inf, x)
+    order = ops.argsort(-x, axis=-1)  # (B, V): token ids, most probable first
+    sorted_probs = ops.softmax(ops.take_along_axis(x, order, axis=-1), axis=-1)  # (B, V)
+    before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass strictly before each token
+    keep = ops.take_along_axis(before < top_p[:, None], ops.argsort(order, axis=-1), axis=-1)  # vocabulary order
+    return ops.where(keep, x, neg_inf)
+
+
+def pick_rows(log_probs, temperature, top_k, top_p, uniform):
+    """The next token ``(B,)`` int32 of each row: the argmax where ``temperature`` is 0, else the token whose
+    cumulative probability (in vocabulary order) first reaches ``uniform`` ``(B,)`` in (0, 1]."""
+    ops = keras.ops
+    greedy = ops.cast(ops.argmax(log_probs, axis=-1), "int32")  # (B,)
+
+    def sampled():
+        probs = ops.softmax(filter_rows(log_probs, temperature, top_k, top_p), axis=-1)  # (B, V)
+        cdf = ops.cumsum(probs, axis=-1)  # (B, V)
+        below = ops.sum(ops.cast(cdf < uniform[:, None] * cdf[:, -1:], "int32"), axis=-1)  # (B,)
+        vocab = probs.shape[-1]
+        last_kept = vocab - 1 - ops.cast(ops.argmax(ops.flip(probs > 0, axis=-1), axis=-1), "int32")  # rounding
+        return ops.where(temperature > 0, ops.minimum(below, last_kept), greedy)
+
+    return ops.cond(ops.any(temperature > 0), sampled, lambda: greedy)
+
 
 class SlotBatch:
     """``slots`` decoding rows over one cache of ``context`` positions (default: the model's block)."""
 
-    def __init__(self, model, slots: int, context: int | None = None):
+    def __init__(self, model, slots: int, context: int | None = None, chunk: int = CHUNK):
         if not hasattr(model, "call_with_cache"):
             raise ConfigError("continuous batching needs a neural language model with a cache")
-        self.model, self.slots = model, int(slots)
+        self.model, self.slots, self.chunk = model, int(slots), int(chunk)
         self.context = int(context or model.config.block_size)
         if not 1 <= self.context <= model.config.block_size:
             raise ConfigError(f"context must be in [1, {model.config.block_size}], got {self.context}")
-        if self.slots < 1:
-            raise ConfigError(f"slots must be >= 1, got {self.slots}")
+        if self.slots < 1 or self.chunk < 1:
+            raise ConfigError(f"slots and chunk must be >= 1, got {self.slots} and {self.chunk}")
         self.cache = model.init_cache(self.slots, self.context)
-        self.positions = np.zeros(self.slots, np.int32)  # where each slot's next token goes
-        self.last = np.zeros(self.slots, np.int32)  # each slot's newest token
+        self.padded_prefill = positional_cache(model)
+        self.positions = np.zeros(self.slots, np.int32)  # where each slot's newest token goes
+        self.last = np.zeros(self.slots, np.int32)  # each slot's newest token, not yet read
+        self.left = np.zeros(self.slots, np.int32)  # tokens each slot may still make (0: free or done)
+        self.eos = np.full(self.slots, -1, np.int32)  # the token that ends each slot (-1: none)
+        self.temperature = np.zeros(self.slots, np.float32)
+        self.top_k = np.zeros(self.slots, np.int32)
+        self.top_p = np.ones(self.slots, np.float32)
+        self.rngs: list[np.random.Generator | None] = [None] * self.slots
+        self.spare = [np.zeros(0, np.float32)] * self.slots  # each slot's drawn uniforms not yet used
+        self.recompile()
+
+    def recompile(self) -> None:
+        """(Re)build the compiled calls: on JAX they hold the weights they were traced with."""
+        self._step = compile_function(self._decode_fn(self.model))
+        self._place = compile_function(self._place_fn(self.model))
+        self._pick = compile_function(pick_rows)
+        if self.padded_prefill:
+            model, context, ops = self.model, self.context, keras.ops
+
+            def prefill_all(ids):  # (1, W) -> (W, V) log-probabilities and the row
+                logits, row = model.call_with_cache(ids, model.init_cache(1, context), 0)
+                return ops.log_softmax(ops.cast(logits[0], "float32"), axis=-1), row
+
+            def prefill_last(ids, last):  # the log-probabilities (V,) after position `last` only
+                log_probs, row = prefill_all(ids)
+                return ops.take(log_probs, last, axis=0), row
+
+            self._prefill_all, self._prefill_last = compile_function(prefill_all), compile_function(prefill_last)
+
+    def _decode_fn(self, model):
+        ops, slots, chunk, context = keras.ops, self.slots, self.chunk, self.context
+
+        def decode(last, cache, positions, left, eos, temperature, top_k, top_p, uniforms, count, hurry):
+            # uniforms: (B, chunk); hurry: end the call as soon as a row finishes (a request waits for a slot)
+            free_before = ops.sum(ops.cast(left == 0, "int32"))
+            outs = (ops.zeros((slots, chunk), "int32"), ops.zeros((slots, chunk), "float32"),
+                    ops.zeros((slots, chunk, TOP), "int32"), ops.zeros((slots, chunk, TOP), "float32"))
+
+            def more(i, last, cache, left, *outs):
+                freed = ops.sum(ops.cast(left == 0, "int32")) > free_before
+                return ops.logical_and(ops.logical_and(i < count, ops.any(left > 0)),
+                                       ops.logical_not(ops.logical_and(hurry, freed)))
+
+            def one_token(i, last, cache, left, tokens, chosen, top_ids, top_values):
+                at = ops.minimum(positions + i, context - 1)  # a finished row must not run off the cache
+                logits, cache = model.call_with_cache(last[:, None], cache, at)
+                log_probs = ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1)  # (B, V)
+                token = pick_rows(log_probs, temperature, top_k, top_p, ops.take(uniforms, i, axis=1))  # (B,)
+                values, ids = ops.top_k(log_probs, min(TOP, log_probs.shape[-1]))  # (B, TOP)
+                pad = TOP - ids.shape[-1]  # a vocabulary smaller than TOP
+                if pad:
+                    ids = ops.pad(ids, [[0, 0], [0, pad]])
+                    values = ops.pad(values, [[0, 0], [0, pad]], constant_values=-math.inf)
+                tokens = ops.slice_update(tokens, [0, i], token[:, None])
+                chosen = ops.slice_update(chosen, [0, i], ops.take_along_axis(log_probs, token[:, None], axis=-1))
+                top_ids = ops.slice_update(top_ids, [0, i, 0], ops.cast(ids, "int32")[:, None, :])
+                top_values = ops.slice_update(top_values, [0, i, 0], values[:, None, :])
+                left = ops.where(token == eos, 0, ops.maximum(left - 1, 0))
+                return i + 1, token, cache, left, tokens, chosen, top_ids, top_values
+
+            made, _, cache, left, *outs = ops.while_loop(
+                more, one_token, (ops.convert_to_tensor(0, "int32"), last, cache, left, *outs),
+                maximum_iterations=chunk)
+            return made, left, cache, *outs
+
+        return decode
+
+    def _place_fn(self, model):
         axes, ops = cache_batch_axes(model), keras.ops
 
-        def step(last, cache, positions):
-            logits, cache = model.call_with_cache(last[:, None], cache, positions)
-            return ops.log_softmax(ops.cast(logits[:, -1, :], "float32"), axis=-1), cache  # (B, V)
-
         def place(cache, row, slot):
+            leaves = list(keras.tree.flatten(row))
+
             def put(leaf, axis):
                 start = [0] * len(leaf.shape)
                 start[axis] = slot
-                return ops.slice_update(leaf, start, ops.cast(row_leaves.pop(0), leaf.dtype))
+                return ops.slice_update(leaf, start, ops.cast(leaves.pop(0), leaf.dtype))
 
-            row_leaves = list(keras.tree.flatten(row))
             return map_cache(cache, axes, put)
 
-        self._step = compile_function(step)
-        self._place = compile_function(place)
+        return place
 
     def prefill(self, prompt, every_position: bool = False):
         """Run ``prompt`` alone: log-probabilities ``(V,)`` of the next token (``(T, V)`` for every position
         with ``every_position``) and its one-row cache, for :meth:`place`."""
         if not 1 <= len(prompt) <= self.context:
             raise ConfigError(f"a prompt of {len(prompt)} tokens does not fit the context of {self.context}")
-        ids = np.asarray([prompt], np.int32)  # (1, T)
-        logits, row = self.model.call_with_cache(ids, self.model.init_cache(1, self.context), 0)
-        logits = logits[0] if every_position else logits[0, -1]
-        log_probs = keras.ops.log_softmax(keras.ops.cast(logits, "float32"), axis=-1)
+        if not self.padded_prefill:  # the state reads every token fed: no padding, so eager (any length)
+            ids = np.asarray([prompt], np.int32)  # (1, T)
+            logits, row = self.model.call_with_cache(ids, self.model.init_cache(1, self.context), 0)
+            logits = logits[0] if every_position else logits[0, -1]
+            log_probs = keras.ops.log_softmax(keras.ops.cast(logits, "float32"), axis=-1)
+            return np.asarray(keras.ops.convert_to_numpy(log_probs)), row
+        ids = np.zeros((1, prefill_width(len(prompt), self.context)), np.int32)  # (1, W): the prompt, then 0s
+        ids[0, :len(prompt)] = prompt
+        if every_position:
+            log_probs, row = self._prefill_all(ids)
+            return np.asarray(keras.ops.convert_to_numpy(log_probs))[:len(prompt)], row
+        log_probs, row = self._prefill_last(ids, np.int32(len(prompt) - 1))
         return np.asarray(keras.ops.convert_to_numpy(log_probs)), row
 
-    def place(self, slot: int, row, prompt) -> None:
-        """Slot ``slot`` holds the prefilled ``prompt`` (its cache ``row``); :meth:`advance` gives the next token."""
+    def pick(self, log_probs: np.ndarray, sampler, rng: np.random.Generator) -> int:
+        """The first token after a prefill (``log_probs`` ``(V,)``), by the rules and draws of :meth:`step`."""
+        token = self._pick(log_probs[None].astype(np.float32), np.float32([sampler.temperature]),
+                           np.int32([sampler.top_k]), np.float32([sampler.top_p]), np.float32([draw(rng, 1)[0]]))
+        return int(keras.ops.convert_to_numpy(token)[0])
+
+    def place(self, slot: int, row, length: int, token: int, left: int, sampler, rng, eos: int | None) -> None:
+        """Slot ``slot`` holds a prefilled prompt of ``length`` tokens (its cache ``row``) followed by ``token``,
+        and may make ``left`` more tokens, ending at ``eos`` (None: only at ``left``)."""
         self.cache = self._place(self.cache, row, np.int32(slot))
-        self.positions[slot], self.last[slot] = len(prompt) - 1, prompt[-1]  # the newest token, already read
+        self.positions[slot], self.last[slot], self.left[slot] = length, token, left
+        self.eos[slot] = -1 if eos is None else eos
+        self.temperature[slot], self.top_k[slot], self.top_p[slot] = sampler.temperature, sampler.top_k, sampler.top_p
+        self.rngs[slot], self.spare[slot] = rng, np.zeros(0, np.float32)
 
     def release(self, slot: int) -> None:
-        self.positions[slot], self.last[slot] = 0, 0
+        self.positions[slot], self.last[slot], self.left[slot], self.rngs[slot] = 0, 0, 0, None
 
-    def step(self) -> np.ndarray:
-        """One token for every slot: log-probabilities ``(slots, V)`` of the token after each slot's newest."""
-        log_probs, self.cache = self._step(self.last, self.cache, self.positions)
-        return np.asarray(keras.ops.convert_to_numpy(log_probs))
+    def step(self, hurry: bool = False):
+        """Up to ``chunk`` tokens for every slot still making some: ``(tokens, logprobs, top_ids, top_logprobs)``,
+        ``(slots, n)`` and ``(slots, n, TOP)`` NumPy arrays of the same ``n`` columns. A row that ended (its end
+        token or its budget) within them holds junk after that; the others made all ``n``. With ``hurry`` the
+        call ends as soon as a row ends, to let a waiting sequence in."""
+        uniforms = np.ones((self.slots, self.chunk), np.float32)
+        for slot, rng in enumerate(self.rngs):
+            if rng is not None and self.left[slot] > 0 and self.temperature[slot] > 0:
+                # Token j of a sequence uses its j-th draw however the calls fall: unused draws wait for the next.
+                spare = self.spare[slot]
+                self.spare[slot] = np.concatenate([spare, draw(rng, self.chunk - len(spare))])
+                uniforms[slot] = self.spare[slot]
+        made, left, self.cache, *outs = self._step(
+            self.last, self.cache, self.positions, self.left, self.eos, self.temperature, self.top_k, self.top_p,
+            uniforms, np.int32(self.chunk), np.bool_(hurry))
+        made = int(keras.ops.convert_to_numpy(made))
+        tokens, chosen, top_ids, top_values = (np.asarray(keras.ops.convert_to_numpy(o))[:, :made] for o in outs)
+        live = self.left > 0
+        self.spare = [spare[made:] for spare in self.spare]
+        self.left = np.asarray(keras.ops.convert_to_numpy(left), np.int32)
+        self.positions = np.where(live, self.positions + made, self.positions).astype(np.int32)
+        if made:
+            self.last = np.where(live, tokens[:, -1], self.last).astype(np.int32)
+        return tokens, chosen, top_ids, top_values
 
-    def advance(self, slot: int, token: int) -> None:
-        """Slot ``slot`` was fed its newest token; ``token`` comes next."""
-        self.positions[slot] += 1
-        self.last[slot] = token
+
+def positional_cache(model) -> bool:
+    """Whether the model's cache holds one entry per position (the Transformer's keys and values), read only
+    below the position being decoded: then a prompt padded at its end leaves the same state as the prompt."""
+    one, two = keras.tree.flatten(model.init_cache(1, 1)), keras.tree.flatten(model.init_cache(1, 2))
+    return any(tuple(a.shape) != tuple(b.shape) for a, b in zip(one, two))
+
+
+def prefill_width(length: int, context: int) -> int:
+    """The padded length a prompt of ``length`` is prefilled at: a power of two from :data:`PREFILL_MIN`, at most
+    ``context`` (each width is one compiled shape; padding wastes at most half)."""
+    width = PREFILL_MIN
+    while width < length:
+        width *= 2
+    return min(width, context)
+
+
+def draw(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` uniforms in (0, 1]: one per token (0 would pick a token of probability 0)."""
+    return (1.0 - rng.random(count)).astype(np.float32)

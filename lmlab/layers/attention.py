@@ -74,11 +74,12 @@ def reference_attention(q, k, v, mask):
 
 def _write_rows(k_cache, v_cache, k_new, v_new, positions):
     """The caches with one new key ``(B, nkv, hd, 1)`` and value ``(B, nkv, 1, hd)`` written at each row's own
-    slot ``positions`` ``(B,)``: a select against a one-hot of the slot (a scalar index is one ``slice_update``)."""
-    slots = ops.shape(v_cache)[2]
-    hot = ops.arange(slots, dtype="int32")[None, :] == ops.cast(positions, "int32")[:, None]  # (B, S)
-    k_cache = ops.where(hot[:, None, None, :], k_new, k_cache)  # (B, nkv, hd, S)
-    v_cache = ops.where(hot[:, None, :, None], v_new, v_cache)  # (B, nkv, S, hd)
+    slot ``positions`` ``(B,)``: one ``slice_update`` per row (``B`` is static), which XLA does in place, where a
+    select against a one-hot of the slot would rewrite the whole cache every token."""
+    for row in range(k_cache.shape[0]):
+        at = positions[row]
+        k_cache = ops.slice_update(k_cache, [row, 0, 0, at], k_new[row:row + 1])  # (B, nkv, hd, S)
+        v_cache = ops.slice_update(v_cache, [row, 0, at, 0], v_new[row:row + 1])  # (B, nkv, S, hd)
     return k_cache, v_cache
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from lmlab.core.errors import ConfigError
 from lmlab.core.extras import require
 from lmlab.runs.load import LoadedRun, load_run
+from lmlab.serve.reload import Reloader
 
 
 def build_engine(run, checkpoint: str = "best", max_batch: int = 8, max_queue: int = 64,
@@ -25,13 +26,16 @@ def build_engine(run, checkpoint: str = "best", max_batch: int = 8, max_queue: i
         raise ConfigError("lmlab serve decodes with a cache: transformer, rnn and gated_cnn runs (not n-gram or "
                           "masked LMs); "
                           f"this run is {family!r}")
-    return Engine(loaded.model, loaded.tokenizer, max_batch, max_queue, context).start(), loaded
+    engine = Engine(loaded.model, loaded.tokenizer, max_batch, max_queue, context)
+    engine.served = {"checkpoint": Path(loaded.checkpoint).name, "step": loaded.step}
+    return engine.start(), loaded
 
 
 def serve(run, host: str = "127.0.0.1", port: int = 8000, checkpoint: str = "best", max_batch: int = 8,
           max_queue: int = 64, context: int | None = None, model_name: str | None = None,
-          log=print) -> None:
-    """Serve ``run`` (a run folder) on ``host:port`` until interrupted."""
+          reload_every: float = 2.0, log=print) -> None:
+    """Serve ``run`` (a run folder) on ``host:port`` until interrupted; every ``reload_every`` seconds (0: never)
+    look whether the run's ``checkpoint`` pointer moved, and swap the new weights in (:mod:`lmlab.serve.reload`)."""
     require("fastapi", "lmlab serve")
     uvicorn = require("uvicorn", "lmlab serve")
     from lmlab.serve.app import create_app
@@ -41,7 +45,12 @@ def serve(run, host: str = "127.0.0.1", port: int = 8000, checkpoint: str = "bes
     app = create_app(engine, name)
     log(f"serving {name} (step {loaded.step}, {max_batch} slots, context {engine.context}) "
         f"on http://{host}:{port}/")
+    reloader = None
+    if reload_every > 0:
+        reloader = Reloader(engine, loaded.folder, checkpoint, reload_every, engine.served["checkpoint"]).start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
+        if reloader is not None:
+            reloader.stop()
         engine.stop()

@@ -90,7 +90,7 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         jobs = [Job(ids, settings["sampler"], budget, n=settings["n"], seed=settings["seed"],
                     logprobs=settings["logprobs"], echo=settings["echo"], stop=stop,
                     ignore_eos=settings["ignore_eos"],
-                    emit=lambda event, j=j: loop.call_soon_threadsafe(queue.put_nowait, (j, event)))
+                    emit=lambda batch, j=j: loop.call_soon_threadsafe(queue.put_nowait, (j, batch)))
                 for j, (ids, budget) in enumerate(zip(prompts, max_tokens))]
         try:
             engine.submit(jobs)
@@ -100,30 +100,32 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         return jobs, queue
 
     async def events(jobs, queue, request: Request):
-        """``(job, event)`` until every choice of every job has finished; an error event ends it.
+        """``(job, events)``: each list the engine emitted at once, until every choice of every job has finished;
+        an error event ends it.
 
         While nothing comes (a job still waiting for a slot) it looks every :data:`POLL_S` seconds whether
         the client went away: a stream notices that itself only when it next writes."""
         left = sum(job.n for job in jobs)
         while left:
             try:
-                j, event = await asyncio.wait_for(queue.get(), POLL_S)
+                j, batch = await asyncio.wait_for(queue.get(), POLL_S)
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
                     for job in jobs:
                         job.cancel()
                     return
                 continue
-            if event["type"] == "error":
-                raise ApiError(500, event["message"], None, "engine_error", "server_error")
-            left -= event["type"] == "finish"
-            yield j, event
+            for event in batch:
+                if event["type"] == "error":
+                    raise ApiError(500, event["message"], None, "engine_error", "server_error")
+            left -= sum(event["type"] == "finish" for event in batch)
+            yield j, batch
 
     # ------------------------------------------------------------ the routes
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name}
+        return {"status": "ok", "model": model_name, **engine.served}
 
     @app.get("/v1/models")
     async def models():
@@ -169,8 +171,9 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         if settings["stream"]:
             return StreamingResponse(reply.stream(events(jobs, queue, request), chat=False), media_type=SSE)
         try:
-            async for j, event in events(jobs, queue, request):
-                reply.take(j, event)
+            async for j, batch in events(jobs, queue, request):
+                for event in batch:
+                    reply.take(j, event)
         finally:
             for job in jobs:
                 job.cancel()
@@ -188,8 +191,9 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         if settings["stream"]:
             return StreamingResponse(reply.stream(events(jobs, queue, request), chat=True), media_type=SSE)
         try:
-            async for j, event in events(jobs, queue, request):
-                reply.take(j, event)
+            async for j, batch in events(jobs, queue, request):
+                for event in batch:
+                    reply.take(j, event)
         finally:
             for job in jobs:
                 job.cancel()
@@ -296,26 +300,28 @@ class Reply:
         return {"index": i, "text": text, "logprobs": self.completion_logprobs(entries, 0) if wants else None,
                 "finish_reason": reason}
 
+    def chunks(self, j: int, event: dict, chat: bool, started: set) -> str:
+        """The server-sent events for one engine event of job ``j`` (one per token, as OpenAI sends them)."""
+        self.take(j, event)
+        if event["type"] == "prompt":  # echo with log-probabilities: the prompt's chunk per choice
+            return "".join(self.chunk([self.piece(i, self.echoed(j), event["logprobs"], None, chat)], chat)
+                           for i in range(j * self.n, (j + 1) * self.n))
+        i = self.index(j, event)
+        first = chat and i not in started
+        started.add(i)
+        if event["type"] == "token":
+            entry = [(event["token"], event["logprob"], event["top"])]
+            return self.chunk([self.piece(i, event["text"], entry, None, chat, first)], chat)
+        return self.chunk([self.piece(i, event["text"], [], event["reason"], chat, first)], chat)
+
     async def stream(self, events, chat: bool):
         started = set()
         try:
             if self.settings["echo"] and self.settings["logprobs"] is None:
                 for i in range(len(self.texts)):
                     yield self.chunk([self.piece(i, self.echoed(i // self.n), [], None, chat)], chat)
-            async for j, event in events:
-                self.take(j, event)
-                if event["type"] == "prompt":  # echo with log-probabilities: the prompt's chunk per choice
-                    for i in range(j * self.n, (j + 1) * self.n):
-                        yield self.chunk([self.piece(i, self.echoed(j), event["logprobs"], None, chat)], chat)
-                    continue
-                i = self.index(j, event)
-                first = chat and i not in started
-                started.add(i)
-                if event["type"] == "token":
-                    entry = [(event["token"], event["logprob"], event["top"])]
-                    yield self.chunk([self.piece(i, event["text"], entry, None, chat, first)], chat)
-                else:
-                    yield self.chunk([self.piece(i, event["text"], [], event["reason"], chat, first)], chat)
+            async for j, batch in events:  # one write per batch: one step's tokens leave together
+                yield "".join(self.chunks(j, event, chat, started) for event in batch)
             if self.settings["include_usage"]:
                 yield self.chunk([], chat, self.usage())
             yield "data: [DONE]\n\n"

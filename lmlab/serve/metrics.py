@@ -1,6 +1,6 @@
 """The server's counters, written out in Prometheus' text format (``GET /metrics``).
 
-Requests by endpoint and status, prompt and generated tokens, cancelled requests, the queue and
+Requests by endpoint and status, prompt and generated tokens, cancelled requests, hot reloads, the queue and
 the running batch, time to first token (a histogram) and tokens/s over the last
 :data:`RATE_WINDOW_S` seconds. Updated from the engine thread and the event loop, under one lock.
 """
@@ -19,7 +19,7 @@ class Metrics:
     def __init__(self):
         self.lock = threading.Lock()
         self.requests: collections.Counter = collections.Counter()  # (endpoint, status) -> count
-        self.prompt_tokens = self.generated_tokens = self.cancelled = 0
+        self.prompt_tokens = self.generated_tokens = self.cancelled = self.reloads = 0
         self.queue_length = self.running = 0
         self.ttft_counts = [0] * len(TTFT_BUCKETS)
         self.ttft_sum, self.ttft_count = 0.0, 0
@@ -36,6 +36,10 @@ class Metrics:
     def count_cancelled(self, jobs: int) -> None:
         with self.lock:
             self.cancelled += jobs
+
+    def count_reload(self) -> None:
+        with self.lock:
+            self.reloads += 1
 
     def set_load(self, queue_length: int, running: int) -> None:
         with self.lock:
@@ -72,6 +76,7 @@ class Metrics:
                     ("prompt_tokens_total", "counter", self.prompt_tokens, "Prompt tokens read."),
                     ("generation_tokens_total", "counter", self.generated_tokens, "Tokens generated."),
                     ("requests_cancelled_total", "counter", self.cancelled, "Requests whose client went away."),
+                    ("reloads_total", "counter", self.reloads, "Checkpoints swapped in while serving."),
                     ("queue_length", "gauge", self.queue_length, "Requests waiting for a slot."),
                     ("running_sequences", "gauge", self.running, "Sequences in the decoding batch."),
                     ("tokens_per_second", "gauge", round(self.tokens_per_second(), 3),
