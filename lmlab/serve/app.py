@@ -170,13 +170,7 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         reply = Reply("cmpl", "text_completion", model_name, tokenizer, jobs, settings)
         if settings["stream"]:
             return StreamingResponse(reply.stream(events(jobs, queue, request), chat=False), media_type=SSE)
-        try:
-            async for j, batch in events(jobs, queue, request):
-                for event in batch:
-                    reply.take(j, event)
-        finally:
-            for job in jobs:
-                job.cancel()
+        await collect(reply, events(jobs, queue, request), jobs)
         return reply.completion()
 
     @app.post("/v1/chat/completions")
@@ -190,16 +184,21 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         reply = Reply("chatcmpl", "chat.completion", model_name, tokenizer, jobs, settings)
         if settings["stream"]:
             return StreamingResponse(reply.stream(events(jobs, queue, request), chat=True), media_type=SSE)
-        try:
-            async for j, batch in events(jobs, queue, request):
-                for event in batch:
-                    reply.take(j, event)
-        finally:
-            for job in jobs:
-                job.cancel()
+        await collect(reply, events(jobs, queue, request), jobs)
         return reply.chat()
 
     return app
+
+
+async def collect(reply, stream, jobs) -> None:
+    """A non-streaming reply: every event into ``reply``; the jobs end (their slots free) however this ends."""
+    try:
+        async for j, batch in stream:
+            for event in batch:
+                reply.take(j, event)
+    finally:
+        for job in jobs:
+            job.cancel()
 
 
 class Reply:
