@@ -221,8 +221,10 @@ def check_mixed_precision(build: Callable, config):
 # (tests/test_precision_agreement.py, whose docstring has the table; CPU, TensorFlow).
 LOGIT_RTOL = 0.02  # max |logits(bf16) - logits(fp32)| / max |logits(fp32)|: bfloat16 keeps 8 significant bits
 TARGET_LOG_PROB_ATOL = 0.1  # max |log p_bf16(target) - log p_fp32(target)| over the scored positions, nats
-LOSS_RTOL = 0.01  # |mean loss(bf16) / mean loss(fp32) - 1| with the same weights
-CURVE_RTOL, CURVE_ATOL = 0.01, 1e-3  # per step |loss(bf16) - loss(fp32)| <= max(RTOL * loss(fp32), ATOL)
+# Loss bars at 2%: on a CPU without native bfloat16 (AVX2 only, oneDNN's emulated path) the worst cases were
+# 1.2% (gated CNN, mean loss) and 1.1x the 1% curve bar (pre-LN RoPE encoder); the id-cast bug is 2.8% and 290x.
+LOSS_RTOL = 0.02  # |mean loss(bf16) / mean loss(fp32) - 1| with the same weights
+CURVE_RTOL, CURVE_ATOL = 0.02, 1e-3  # per step |loss(bf16) - loss(fp32)| <= max(RTOL * loss(fp32), ATOL)
 CURVE_STEPS = 5
 # Token ids above 256 are not all bfloat16 numbers (8 significant bits): a model that casts its ids to the
 # compute dtype reads 257 as 256. The pattern data use them, so that cast fails the check.

@@ -303,9 +303,12 @@ def test_unsupported_architectures_and_settings_are_named(tmp_path):
          r"model_type 'bert' with architectures BertForSequenceClassification is not supported; lmlab imports "
          r"GPT2LMHeadModel \(gpt2\), LlamaForCausalLM \(llama\)"),
         ({**hf_config("gpt2").to_dict(), "activation_function": "relu"}, "activation_function='relu'"),
+        # llama3, yarn, linear and dynamic scaling and an explicit head_dim are read (tests/test_hf_modern.py)
+        ({**hf_config("llama").to_dict(), "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}},
+         "rope_parameters.rope_type='longrope'"),
         ({**hf_config("llama").to_dict(), "rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4}},
-         "rope_parameters.rope_type='llama3'"),
-        ({**hf_config("llama").to_dict(), "head_dim": 16}, "head_dim=16"),
+         "rope_parameters.factor is missing"),
+        ({**hf_config("llama").to_dict(), "partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5"),
     ]
     for config, message in cases:
         (folder / "config.json").write_text(json.dumps(config))

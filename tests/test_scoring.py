@@ -96,19 +96,23 @@ def test_tokens_option_lists_each_token_and_the_end_token(decoder_run):
 # ---------------------------------------------------------------- n-gram against KenLM
 
 
-@pytest.fixture(scope="module")
-def kenlm_run(tmp_path_factory):
-    """A run holding KenLM's own order-3 model of WikiText-2's valid.txt, with a word tokenizer over its words."""
+def kenlm_run_folder(folder):
+    """A run at ``folder`` holding KenLM's own order-3 model of WikiText-2's valid.txt, with a word tokenizer over
+    its words."""
     from lmlab.models.ngram import NGramLM
     from lmlab.core.io import write_json
 
     model = NGramLM.from_arpa(data_path("kenlm-reference", "valid.o3.arpa.gz"))
-    folder = tmp_path_factory.mktemp("kenlm") / "run"
     model.save(folder / "model")
     words = [w for w in model.vocabulary.words if w not in ("<s>", "</s>", "<unk>")]
     WordTokenizer([EOS, UNK, *words]).save(folder / "tokenizer.json")  # the text's <unk> plays <oov>, as for KenLM
     write_json(folder / "config.json", {"train": {}, "model": {"family": "ngram", **model.get_config()}})
     return folder
+
+
+@pytest.fixture(scope="module")
+def kenlm_run(tmp_path_factory):
+    return kenlm_run_folder(tmp_path_factory.mktemp("kenlm") / "run")
 
 
 def test_ngram_score_equals_kenlm_per_sentence(kenlm_run):

@@ -50,10 +50,11 @@ def cmd_finetune(args) -> int:
         augment=args.augment or "", augment_copies=args.augment_copies, valid_fraction=args.valid_fraction,
         lang=args.lang, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        eval_interval=args.eval_interval, early_stopping=args.early_stopping, seed=args.seed, **_lora_settings(args))
+        eval_interval=args.eval_interval, early_stopping=args.early_stopping, seed=args.seed,
+        checkpoint_interval=args.checkpoint_interval, **_lora_settings(args))
     result = finetune(args.run, args.out, args.train, args.valid, config, _data_options(args), args.checkpoint,
                       args.overwrite, log=log_unless_quiet(args),
-                      progress=progress_on(args))
+                      progress=progress_on(args), resume=args.resume)
     print(json.dumps(result))
     return 0
 
@@ -198,6 +199,9 @@ def add_commands(commands) -> None:
     p.add_argument("--out", required=True, help="folder for the fine-tuned model")
     p.add_argument("--checkpoint", default="best", help="base run checkpoint: " + CHECKPOINT_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing fine-tuned folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted fine-tune in --out from its last checkpoint, with exactly the "
+                   "losses and weights of an uninterrupted run; give the same arguments it was started with")
     p.add_argument("--quiet", action="store_true")
     _data_arguments(p)
     g = p.add_argument_group("classification")
@@ -226,6 +230,8 @@ def add_commands(commands) -> None:
     g.add_argument("--warmup-ratio", type=float, default=0.06)
     g.add_argument("--eval-interval", type=int, default=0, help="steps between validations (default: each epoch)")
     g.add_argument("--early-stopping", type=int, default=0, help="validations without improvement before stopping")
+    g.add_argument("--checkpoint-interval", type=int, default=0,
+                   help="steps between checkpoints --resume continues from (default: at every validation)")
     g.add_argument("--valid-fraction", type=float, default=0.1)
     g.add_argument("--lang", default="auto", help="auto (default), en or zh: metrics and augmentation")
     g.add_argument("--seed", type=int, default=0)

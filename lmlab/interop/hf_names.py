@@ -32,7 +32,9 @@ class Rule:
     hf: str  # Hugging Face tensor name; "{i}" is the layer index
     ours: tuple[str, ...]  # lmlab weight key(s); several are concatenated along the last axis in `hf`
     transpose: bool = False  # torch.nn.Linear (out, in) vs Keras Dense (in, out)
-    when: str = "always"  # "always", "bias" (the model has biases), "untied" (a separate output layer)
+    # "always"; "bias" (the model has biases: GPT-2's LayerNorm shifts); "qkv_bias", "out_bias", "mlp_bias"
+    # (biases of q/k/v, o_proj, the MLP); "qk_norm" (Qwen3's per-head norms); "untied" (a separate output layer)
+    when: str = "always"
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,15 @@ GPT2 = Architecture(
             ("attn.c_attn.weight", ("attention/q_proj/kernel", "attention/k_proj/kernel",
                                     "attention/v_proj/kernel"), False, "always"),
             ("attn.c_attn.bias", ("attention/q_proj/bias", "attention/k_proj/bias",
-                                  "attention/v_proj/bias"), False, "bias"),
+                                  "attention/v_proj/bias"), False, "qkv_bias"),
             ("attn.c_proj.weight", ("attention/o_proj/kernel",), False, "always"),
-            ("attn.c_proj.bias", ("attention/o_proj/bias",), False, "bias"),
+            ("attn.c_proj.bias", ("attention/o_proj/bias",), False, "out_bias"),
             ("ln_2.weight", ("mlp_norm/gamma",), False, "always"),
             ("ln_2.bias", ("mlp_norm/beta",), False, "bias"),
             ("mlp.c_fc.weight", ("mlp/fc/kernel",), False, "always"),
-            ("mlp.c_fc.bias", ("mlp/fc/bias",), False, "bias"),
+            ("mlp.c_fc.bias", ("mlp/fc/bias",), False, "mlp_bias"),
             ("mlp.c_proj.weight", ("mlp/proj/kernel",), False, "always"),
-            ("mlp.c_proj.bias", ("mlp/proj/bias",), False, "bias"),
+            ("mlp.c_proj.bias", ("mlp/proj/bias",), False, "mlp_bias"),
         ]),
         Rule("transformer.ln_f.weight", ("final_norm/gamma",)),
         Rule("transformer.ln_f.bias", ("final_norm/beta",), when="bias"),
@@ -85,24 +87,42 @@ GPT2 = Architecture(
     buffers=(r"transformer\.h\.\d+\.attn\.(bias|masked_bias)",),
 )
 
+# Llama and the checkpoints that share its tensor names (Mistral, Qwen2, Qwen3): which biases and norms
+# are present follows the config (Qwen2: q/k/v biases only; Qwen3: q_norm/k_norm over each head).
+_LLAMA_RULES = (
+    Rule("model.embed_tokens.weight", ("token_embedding/embeddings",)),
+    *_layer("model.layers.{i}.", [
+        ("input_layernorm.weight", ("attention_norm/scale",), False, "always"),
+        *[(f"self_attn.{p}_proj.weight", (f"attention/{p}_proj/kernel",), True, "always") for p in "qkvo"],
+        *[(f"self_attn.{p}_proj.bias", (f"attention/{p}_proj/bias",), False, "qkv_bias") for p in "qkv"],
+        ("self_attn.o_proj.bias", ("attention/o_proj/bias",), False, "out_bias"),
+        ("self_attn.q_norm.weight", ("attention/q_norm/scale",), False, "qk_norm"),
+        ("self_attn.k_norm.weight", ("attention/k_norm/scale",), False, "qk_norm"),
+        ("post_attention_layernorm.weight", ("mlp_norm/scale",), False, "always"),
+        *[(f"mlp.{p}_proj.weight", (f"mlp/{p}_proj/kernel",), True, "always") for p in ("gate", "up", "down")],
+        *[(f"mlp.{p}_proj.bias", (f"mlp/{p}_proj/bias",), False, "mlp_bias") for p in ("gate", "up", "down")],
+    ]),
+    Rule("model.norm.weight", ("final_norm/scale",)),
+    Rule("lm_head.weight", ("lm_head/kernel",), transpose=True, when="untied"),
+)
+# Rotary frequencies some older checkpoints saved; lmlab computes them from the config.
+_ROTARY_BUFFERS = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq",)
+
 LLAMA = Architecture(
     name="LlamaForCausalLM", model_type="llama", style="llama", body_prefix="model.",
-    aliases=("LlamaModel",),
-    rules=(
-        Rule("model.embed_tokens.weight", ("token_embedding/embeddings",)),
-        *_layer("model.layers.{i}.", [
-            ("input_layernorm.weight", ("attention_norm/scale",), False, "always"),
-            *[(f"self_attn.{p}_proj.weight", (f"attention/{p}_proj/kernel",), True, "always") for p in "qkvo"],
-            *[(f"self_attn.{p}_proj.bias", (f"attention/{p}_proj/bias",), False, "bias") for p in "qkvo"],
-            ("post_attention_layernorm.weight", ("mlp_norm/scale",), False, "always"),
-            *[(f"mlp.{p}_proj.weight", (f"mlp/{p}_proj/kernel",), True, "always") for p in ("gate", "up", "down")],
-            *[(f"mlp.{p}_proj.bias", (f"mlp/{p}_proj/bias",), False, "bias") for p in ("gate", "up", "down")],
-        ]),
-        Rule("model.norm.weight", ("final_norm/scale",)),
-        Rule("lm_head.weight", ("lm_head/kernel",), transpose=True, when="untied"),
-    ),
-    # Rotary frequencies some older Llama checkpoints saved; lmlab computes them from rope_theta.
-    buffers=(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq",),
+    aliases=("LlamaModel",), rules=_LLAMA_RULES, buffers=_ROTARY_BUFFERS,
+)
+MISTRAL = Architecture(
+    name="MistralForCausalLM", model_type="mistral", style="llama", body_prefix="model.",
+    aliases=("MistralModel",), rules=_LLAMA_RULES, buffers=_ROTARY_BUFFERS,
+)
+QWEN2 = Architecture(
+    name="Qwen2ForCausalLM", model_type="qwen2", style="llama", body_prefix="model.",
+    aliases=("Qwen2Model",), rules=_LLAMA_RULES, buffers=_ROTARY_BUFFERS,
+)
+QWEN3 = Architecture(
+    name="Qwen3ForCausalLM", model_type="qwen3", style="llama", body_prefix="model.",
+    aliases=("Qwen3Model",), rules=_LLAMA_RULES, buffers=_ROTARY_BUFFERS,
 )
 
 
@@ -158,13 +178,22 @@ ROBERTA = Architecture(
              r"lm_head\.decoder\.bias"),
 )
 
-ARCHITECTURES = (GPT2, LLAMA, BERT, ROBERTA)
+ARCHITECTURES = (GPT2, LLAMA, BERT, ROBERTA, QWEN2, QWEN3, MISTRAL)
 HEAD = "lm_head.weight"  # GPT-2's and Llama's; Architecture.head names each one's
 EMBEDDING_KEY = "token_embedding/embeddings"
 
 
+_WHEN_FIELDS = {"bias": "bias", "qkv_bias": "attention_bias", "out_bias": "attention_out_bias",
+                "mlp_bias": "mlp_bias", "qk_norm": "qk_norm"}
+BIAS_WHENS = ("bias", "qkv_bias", "out_bias", "mlp_bias")
+
+
 def _applies(rule: Rule, config) -> bool:
-    return {"always": True, "bias": config.bias, "untied": not config.tie_embeddings}[rule.when]
+    if rule.when == "always":
+        return True
+    if rule.when == "untied":
+        return not config.tie_embeddings
+    return bool(getattr(config, _WHEN_FIELDS[rule.when], getattr(config, "bias", False)))
 
 
 def expand(arch: Architecture, config, present_only: bool = True) -> list[Rule]:
@@ -255,7 +284,7 @@ def _export_rules(arch: Architecture, config, shapes: dict[str, tuple]) -> list[
             if key in shapes:
                 parts.append(shapes[key])
                 used.add(key)
-            elif rule.when == "bias" and not config.bias:  # the format needs it: zeros are exact
+            elif rule.when in BIAS_WHENS and not _applies(rule, config):  # the format needs it: zeros are exact
                 parts.append(shapes[_partner(key)][-1:])
             else:
                 raise ConfigError(f"the lmlab model has no weight {key} for {rule.hf}")

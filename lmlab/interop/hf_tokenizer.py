@@ -16,7 +16,9 @@ Face a text that literally contains ``<eos>`` encodes it as the end token,
 where lmlab's character tokenizer spells it out.
 
 Import reads ``tokenizer.json`` and takes the end token from
-``tokenizer_config.json``, else from ``config.json``'s ``eos_token_id``.
+``tokenizer_config.json``, else from ``config.json``'s ``eos_token_id``. A chat template
+(``chat_template`` in ``tokenizer_config.json``, or ``chat_template.jinja`` as ``transformers`` 5
+saves it) is kept with the imported ``tokenizer_config.json`` and written back on export.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from lmlab.tokenizers.specials import CLS_TOKENS, MASK_TOKENS, PAD_TOKENS, SEP_T
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers 5 saves a tokenizer's chat template
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
 PYTHON_ONLY_SPACES = "[\x1c-\x1f]"  # str.split() splits here; char::is_whitespace does not
 
@@ -125,6 +128,8 @@ def load_hf_tokenizer(folder, hf_config: dict, path=None) -> tuple[Tokenizer, di
     config = read_json(folder / TOKENIZER_CONFIG, "tokenizer config") if (folder / TOKENIZER_CONFIG).exists() else {}
     if not isinstance(config, dict):
         config = {}
+    if "chat_template" not in config and (folder / CHAT_TEMPLATE_FILE).exists():
+        config = {**config, "chat_template": read_text(folder / CHAT_TEMPLATE_FILE, "chat template")}
     if path is not None:
         return load_tokenizer(path), {}
     if not (folder / TOKENIZER_FILE).exists():

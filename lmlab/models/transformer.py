@@ -22,6 +22,11 @@ References followed:
   pre-norm, rotary positions on q and k, SwiGLU MLP, no biases, a final RMSNorm,
   grouped-query attention, a tied or separate ``lm_head``. Same initialisation as
   GPT-2 here (Hugging Face Llama uses normal(0, 0.02) without the depth scaling).
+- Llama-style switches for today's open checkpoints (all off by default, so older configs
+  mean what they did): ``head_dim`` apart from ``d_model / n_head`` (Qwen3), biases on q/k/v,
+  ``o_proj`` and the MLP set apart (Qwen2: q/k/v only), ``qk_norm`` (Qwen3's per-head RMSNorm of
+  queries and keys), ``rope_scaling`` (``linear``, ``dynamic``, ``yarn``, ``llama3``, as
+  ``transformers/modeling_rope_utils.py``) and ``sliding_window`` (Mistral).
 
 Model code uses ``keras``/``keras.ops`` only, so it runs on TensorFlow and JAX.
 """
@@ -40,6 +45,7 @@ from lmlab.core.records import is_int, is_real
 from lmlab.layers.attention import IMPLEMENTATIONS, CausalSelfAttention
 from lmlab.layers.mlp import GeluMLP, SwiGLUMLP
 from lmlab.layers.normalization import RMSNorm
+from lmlab.layers.rotary import check_rope_scaling
 from lmlab.models.base import (LanguageModel, ModelConfig, adaptive_output_parameters, build_adaptive, build_built,
                                check_output, is_adaptive, output_flop_weights, preset_config)
 
@@ -48,7 +54,9 @@ FAMILY = "transformer"
 INIT_STDDEV = 0.02  # GPT-2 / nanoGPT
 
 # Fields whose None means "derive from the others"; `replace` re-derives them.
-_AUTO_FIELDS = ("n_kv_head", "d_ff", "bias", "tie_embeddings")
+_AUTO_FIELDS = ("n_kv_head", "d_ff", "bias", "tie_embeddings", "head_dim", "attention_bias", "attention_out_bias",
+                "mlp_bias")
+_BIAS_FIELDS = ("attention_bias", "attention_out_bias", "mlp_bias")
 
 
 # ---------------------------------------------------------------------------
@@ -69,6 +77,14 @@ class TransformerConfig(ModelConfig):
       multiple of ``multiple_of`` (Meta's Llama rule: 4096 → 11008 with 256).
     - ``bias``: True for gpt2, False for llama (linear layers and LayerNorm).
     - ``tie_embeddings``: True (the output layer reuses the token embedding).
+    - ``head_dim``: ``d_model // n_head``; another value (llama style) makes q/k/v ``n_head * head_dim`` wide.
+    - ``attention_bias`` (q/k/v), ``attention_out_bias`` (``o_proj``), ``mlp_bias``: ``bias``
+      (which alone also covers GPT-2's LayerNorm shifts).
+
+    ``qk_norm`` (llama style) RMSNorms each query and key head before the rotation, with ``norm_eps``.
+    ``rope_scaling`` (llama style) is ``None`` or a mapping with ``rope_type`` and the keys that type reads
+    (:data:`lmlab.layers.rotary.ROPE_KEYS`, named as in ``transformers``). ``sliding_window``: each token
+    attends to at most this many (itself included), ``None``: to all before it.
 
     ``output`` is ``"softmax"`` (default) or ``"adaptive"`` with ``cutoffs`` and ``div_value``
     (:mod:`lmlab.layers.adaptive_softmax`; tied, its head's word rows are the embedding's first rows).
@@ -96,22 +112,41 @@ class TransformerConfig(ModelConfig):
     output: str = "softmax"
     cutoffs: tuple[int, ...] | None = None
     div_value: float = 4.0
+    head_dim: int | None = None
+    attention_bias: bool | None = None
+    attention_out_bias: bool | None = None
+    mlp_bias: bool | None = None
+    qk_norm: bool = False
+    rope_scaling: dict | None = field(default=None, hash=False)
+    sliding_window: int | None = None
     family: str = FAMILY
     _auto: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "multiple_of",
-                     "n_kv_head", "d_ff"):
+                     "n_kv_head", "d_ff", "head_dim"):
             value = getattr(self, name)
             if value is None and name in _AUTO_FIELDS:
                 continue
             if not is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer: {name}={value!r}")
             object.__setattr__(self, name, int(value))  # NumPy integers become plain ints
-        for name in ("bias", "tie_embeddings"):
+        for name in ("bias", "tie_embeddings", *_BIAS_FIELDS):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true, false or null, got {name}={value!r}")
+        if not isinstance(self.qk_norm, bool):
+            raise ConfigError(f"qk_norm must be true or false, got qk_norm={self.qk_norm!r}")
+        if self.sliding_window is not None and (not is_int(self.sliding_window) or self.sliding_window < 1):
+            raise ConfigError(f"sliding_window must be a positive integer or null: sliding_window={self.sliding_window!r}")
+        if self.sliding_window is not None:
+            object.__setattr__(self, "sliding_window", int(self.sliding_window))
+        try:
+            scaling = check_rope_scaling(None if self.rope_scaling is None else dict(self.rope_scaling)
+                                         if isinstance(self.rope_scaling, Mapping) else self.rope_scaling)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        object.__setattr__(self, "rope_scaling", scaling)
         if self.style not in STYLES:
             raise ConfigError(f"style must be one of {', '.join(STYLES)}: style={self.style!r}")
         if self.attention not in IMPLEMENTATIONS:
@@ -125,33 +160,51 @@ class TransformerConfig(ModelConfig):
             value = getattr(self, name)
             if not is_real(value) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number: {name}={value!r}")
-        if self.d_model % self.n_head:
+        if self.head_dim is None and self.d_model % self.n_head:
             raise ConfigError(f"n_head must divide d_model: d_model={self.d_model}, n_head={self.n_head}")
+        if self.style != "llama":
+            for name, value, off in (("head_dim", self.head_dim, None), ("qk_norm", self.qk_norm, False),
+                                     ("rope_scaling", self.rope_scaling, None)):
+                if value != off and not (name == "head_dim" and value * self.n_head == self.d_model):
+                    raise ConfigError(f"{name}={value!r} needs style='llama' (GPT-2 style has none)")
         if self.n_kv_head is not None and self.n_head % self.n_kv_head:
             raise ConfigError(f"n_kv_head must divide n_head: n_head={self.n_head}, "
                               f"n_kv_head={self.n_kv_head}")
-        if self.style == "llama" and (self.d_model // self.n_head) % 2:
+        if self.style == "llama" and self.head_dim is not None and self.head_dim % 2:
+            raise ConfigError(f"llama style needs an even head_dim for rotary positions: head_dim={self.head_dim}")
+        if self.style == "llama" and self.head_dim is None and (self.d_model // self.n_head) % 2:
             raise ConfigError(f"llama style needs an even head size d_model / n_head for rotary positions: "
                               f"d_model={self.d_model}, n_head={self.n_head} give {self.d_model // self.n_head}")
 
         auto = frozenset(name for name in _AUTO_FIELDS if getattr(self, name) is None)
+        bias = self.style == "gpt2" if self.bias is None else self.bias
         resolved = {
             "n_kv_head": self.n_head,
             "d_ff": _default_d_ff(self.style, self.d_model, self.multiple_of),
-            "bias": self.style == "gpt2",
+            "bias": bias,
             "tie_embeddings": True,
+            "head_dim": self.d_model // self.n_head,
+            **{name: bias for name in _BIAS_FIELDS},
         }
         for name in auto:
             object.__setattr__(self, name, resolved[name])
+        if scaling is not None and scaling["rope_type"] == "dynamic" and \
+                self.block_size > scaling["original_max_position_embeddings"]:
+            raise ConfigError(
+                f"rope_scaling.rope_type='dynamic' changes the rotary frequencies with the sequence length past "
+                f"original_max_position_embeddings={scaling['original_max_position_embeddings']}, which lmlab does "
+                f"not do: block_size={self.block_size} must not exceed it")
         object.__setattr__(self, "dropout", float(self.dropout))
         object.__setattr__(self, "rope_theta", float(self.rope_theta))
         check_output(self)
         object.__setattr__(self, "norm_eps", float(self.norm_eps))
         object.__setattr__(self, "_auto", auto)
 
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_head
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if d["rope_scaling"] is not None:
+            d["rope_scaling"] = dict(d["rope_scaling"])
+        return d
 
 
 def _default_d_ff(style: str, d_model: int, multiple_of: int) -> int:
@@ -202,14 +255,15 @@ def count_parameters(config: TransformerConfig, non_embedding: bool = False) -> 
     ``get_num_params`` does (a tied token embedding is kept: it is the output layer).
     """
     c = config
-    d, f, kv = c.d_model, c.d_ff, c.n_kv_head * c.head_dim
-    b = int(c.bias)
-    attention = 2 * d * d + 2 * d * kv + b * (2 * d + 2 * kv)  # q, o; k, v; biases
+    d, f, q, kv = c.d_model, c.d_ff, c.n_head * c.head_dim, c.n_kv_head * c.head_dim
+    b, qkv_b, out_b, mlp_b = int(c.bias), int(c.attention_bias), int(c.attention_out_bias), int(c.mlp_bias)
+    attention = 2 * d * q + 2 * d * kv + qkv_b * (q + 2 * kv) + out_b * d  # q, o; k, v; biases
+    attention += 2 * c.head_dim if c.qk_norm else 0  # q_norm, k_norm scales
     if c.style == "gpt2":
-        mlp = 2 * d * f + b * (f + d)
+        mlp = 2 * d * f + mlp_b * (f + d)
         norm = d + b * d  # LayerNorm scale (+ shift)
     else:
-        mlp = 3 * d * f + b * (2 * f + d)
+        mlp = 3 * d * f + mlp_b * (2 * f + d)
         norm = d  # RMSNorm scale
     token = c.vocab_size * d
     position = c.block_size * d if c.style == "gpt2" else 0
@@ -292,11 +346,13 @@ class TransformerBlock(keras.layers.Layer):
             rope_theta=config.rope_theta if config.style == "llama" else None,
             implementation=config.attention, kernel_initializer=init.normal(),
             output_initializer=init.normal(residual_std), seed=init.dropout_seed(),
-            dtype=dtype, name="attention")
+            head_dim=config.head_dim, qkv_bias=config.attention_bias, output_bias=config.attention_out_bias,
+            qk_norm_eps=config.norm_eps if config.qk_norm else None, rope_scaling=config.rope_scaling,
+            sliding_window=config.sliding_window, dtype=dtype, name="attention")
         self.mlp_norm = _norm(config, "mlp_norm", dtype)
         mlp_class = SwiGLUMLP if config.style == "llama" else GeluMLP
         self.mlp = mlp_class(
-            hidden_dim=config.d_model, intermediate_dim=config.d_ff, use_bias=config.bias,
+            hidden_dim=config.d_model, intermediate_dim=config.d_ff, use_bias=config.mlp_bias,
             dropout=config.dropout, kernel_initializer=init.normal(),
             output_initializer=init.normal(residual_std), seed=init.dropout_seed(),
             dtype=dtype, name="mlp")

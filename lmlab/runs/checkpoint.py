@@ -123,11 +123,23 @@ def write_step(checkpoints: Path, step: int, files: dict[str, dict[str, np.ndarr
     return name
 
 
-def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, best: bool = False, keep: int = 2) -> Path:
+def optimizer_tensors(optimizer) -> dict[str, np.ndarray]:
+    """The optimizer's variables in order (its step counter, moments), keyed ``00000``, ``00001``, ..."""
+    return {f"{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+
+
+def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, best: bool = False, keep: int = 2,
+                    files: dict | None = None) -> Path:
+    """Write ``run_dir/checkpoints/step-NNNNNN`` (:func:`write_step`), move the pointers and rotate old ones.
+
+    ``model``: its variables go to :data:`MODEL_FILE` (None: no model file); ``files``: further tensor
+    files by name (a fine-tune's adapters and head, :mod:`lmlab.tasks.finetune`)."""
     folder = Path(run_dir) / "checkpoints"
-    files = {MODEL_FILE: model_tensors(model)}
+    files = dict(files or {})
+    if model is not None:
+        files[MODEL_FILE] = model_tensors(model)
     if optimizer is not None:
-        files[OPTIMIZER_FILE] = {f"{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+        files[OPTIMIZER_FILE] = optimizer_tensors(optimizer)
     name = write_step(folder, step, files, state)
     named_before = {_pointed_if_readable(folder / f"{p}.json") for p in POINTERS}  # what readers may be reading
     write_json(folder / "last.json", {"checkpoint": name, "step": step})
@@ -261,17 +273,22 @@ def load_checkpoint(path: Path, model, optimizer=None, read: tuple | None = None
     state, tensors = read or read_checkpoint(path)
     assign_model(model, tensors, path / MODEL_FILE)
     if optimizer is not None:
-        tensors = load_tensors(path / OPTIMIZER_FILE)
-        variables = optimizer.variables
-        if len(tensors) != len(variables):
-            raise ConfigError(f"{path / OPTIMIZER_FILE}: {len(tensors)} optimizer tensors, the optimizer has "
-                              f"{len(variables)}; was it saved with other settings?")
-        for i, variable in enumerate(variables):
-            if f"{i:05d}" not in tensors:
-                raise DataError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i:05d} is missing")
-            value = tensors[f"{i:05d}"]
-            if tuple(value.shape) != tuple(variable.shape):
-                raise ConfigError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i} has shape {value.shape}, "
-                                  f"expected {tuple(variable.shape)}")
-            variable.assign(value.astype(variable.dtype))
+        load_optimizer(path, optimizer)
     return state
+
+
+def load_optimizer(path: Path, optimizer) -> None:
+    """Restore the optimizer's variables from a checkpoint folder's :data:`OPTIMIZER_FILE`."""
+    tensors = load_tensors(path / OPTIMIZER_FILE)
+    variables = optimizer.variables
+    if len(tensors) != len(variables):
+        raise ConfigError(f"{path / OPTIMIZER_FILE}: {len(tensors)} optimizer tensors, the optimizer has "
+                          f"{len(variables)}; was it saved with other settings?")
+    for i, variable in enumerate(variables):
+        if f"{i:05d}" not in tensors:
+            raise DataError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i:05d} is missing")
+        value = tensors[f"{i:05d}"]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ConfigError(f"{path / OPTIMIZER_FILE}: optimizer tensor {i} has shape {value.shape}, "
+                              f"expected {tuple(variable.shape)}")
+        variable.assign(value.astype(variable.dtype))

@@ -53,6 +53,7 @@ class FinetuneConfig(Record):
     grad_clip: float = 1.0
     eval_interval: int = 0  # optimizer steps between validations; 0: once per epoch
     early_stopping: int = 0  # validations without improvement before stopping; 0: never
+    checkpoint_interval: int = 0  # optimizer steps between resume checkpoints (--resume); 0: at every validation
     seed: int = 0
     # LoRA (lmlab.models.lora): adapters of this rank on the targets, the rest frozen; 0 trains every weight
     lora_rank: int = 0
@@ -69,7 +70,7 @@ class FinetuneConfig(Record):
         for name in ("batch_size", "augment_copies", "max_answer_tokens"):
             _integer(self, name, 1)
         for name in ("max_steps", "max_new_tokens", "max_length", "eval_interval", "early_stopping", "seed",
-                     "doc_stride"):
+                     "doc_stride", "checkpoint_interval"):
             _integer(self, name, 0)
         for name in ("learning_rate", "epochs"):
             if not is_real(getattr(self, name)) or getattr(self, name) <= 0:

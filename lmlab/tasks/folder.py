@@ -10,6 +10,7 @@ Layout::
                      run's checkpoint holds the rest), step-N/head.safetensors
                      (the classifier head), step-N/state.json; best.json, last.json
     log.jsonl        training losses and validations
+    resume/          while training: the last resume checkpoint (lmlab.tasks.finetune)
     valid_metrics.json, results.json
 
 Only the best checkpoint is kept. It is written under a temporary name and
