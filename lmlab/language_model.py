@@ -178,7 +178,8 @@ class RunModel(LanguageModel):
         else:
             self.run = load_run(folder, checkpoint, dtype=dtype)
         self.family = self.run.config["model"].get("family", "transformer")
-        self._objective = registry.family(self.family).objective if registry.family(self.family).neural else "ngram"
+        family = registry.family(self.family)
+        self._objective = family.objective if family.neural else "ngram"
         self._scorers: dict = {}
 
     def _finetuned_run(self, dtype):

@@ -24,6 +24,7 @@ from lmlab.generate.samplers import SamplerConfig
 from lmlab.interop import export_hf, import_hf
 from lmlab.runs.load import load_run
 from lmlab.tokenizers import train_tokenizer
+from tests.test_interop import hf_logits, perturbed
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -73,16 +74,7 @@ def hf_config(name: str, **overrides):
 
 def hf_model(name: str, seed: int = 0):
     torch.manual_seed(seed)
-    model = CASES[name][1](hf_config(name))
-    with torch.no_grad():
-        for parameter in model.parameters():  # biases and norm scales away from 0 and 1
-            parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model.eval()
-
-
-def hf_logits(model, ids: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+    return perturbed(CASES[name][1](hf_config(name)))
 
 
 def hf_greedy(model, prompt: list[int], new: int = NEW) -> list[int]:

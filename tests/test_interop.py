@@ -53,9 +53,13 @@ def hf_config(style: str, **overrides):
 def hf_model(style: str, seed: int = 0, **overrides):
     torch.manual_seed(seed)
     config = hf_config(style, **overrides)
-    model = (transformers.GPT2LMHeadModel if style == "gpt2" else transformers.LlamaForCausalLM)(config)
+    return perturbed((transformers.GPT2LMHeadModel if style == "gpt2" else transformers.LlamaForCausalLM)(config))
+
+
+def perturbed(model):
+    """``model`` in eval mode with every parameter moved by N(0, 0.1): biases and norm scales away from 0 and 1."""
     with torch.no_grad():
-        for parameter in model.parameters():  # biases and norm scales away from 0 and 1
+        for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
     return model.eval()
 

@@ -24,7 +24,6 @@ goes when the run finishes: ``results.json`` then marks it done.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lmlab.core.errors import ConfigError, DataError
-from lmlab.core.io import read_json, write_json
+from lmlab.core.io import read_json, sha256_file, write_json
 from lmlab.core.progress import progress_bar
 from lmlab.models.lora import enable_lora
 from lmlab.runs.checkpoint import STATE_FILE, find_checkpoint, load_optimizer, load_tensors, save_checkpoint
@@ -289,13 +288,7 @@ def _short(value) -> str:
 
 def _fingerprint(path) -> str | None:
     """A file's SHA-256 (a resume refuses changed data), None for no file."""
-    if path is None or not Path(path).is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path) if path is not None and Path(path).is_file() else None
 
 
 def _truncate(path: Path, size: int) -> None:
