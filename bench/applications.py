@@ -3,6 +3,7 @@
     python bench/applications.py                        # every stage in order (about an hour on 2 cores)
     python bench/applications.py --stages pretrain,classify,small
     python bench/applications.py --stages summary       # only rewrite the tables from what was measured
+    python bench/applications.py --stages pretrain,lora,summary --pretrain-langs en   # LoRA beside full FT
 
 Stages (each skips what an earlier run already finished, so an interrupted run resumes):
 
@@ -13,6 +14,14 @@ Stages (each skips what an earlier run already finished, so an interrupted run r
   ChnSentiCorp (its 9,600 training reviews; its dev set as the test set), one epoch of full
   fine-tuning, beside TF-IDF + logistic regression on the same data (scikit-learn,
   ``pip install -e .[bench]``).
+- ``lora``: SST-2 (the same 19,000 sentences, validation part and GLUE dev test set as ``classify``)
+  fine-tuned on the same English pre-trained run with LoRA rank 8 on q, v (the language model
+  frozen; the adapters and the classification head train), with the full fine-tune's batch,
+  steps and schedule, at two peak learning rates (the full fine-tune's 5e-4 and ten times it:
+  LoRA's few parameters usually want a larger one), the one kept chosen on validation accuracy;
+  beside full fine-tuning (``classify``'s ``sst2-full`` folder, reused if already fine-tuned in
+  this ``--work``, else fine-tuned here). Accuracy, macro-F1, trainable parameters and seconds
+  go to ``results.json`` under ``sst2_lora``.
 - ``small``: 500 training examples with and without EDA augmentation (sr, ri, rs, rd at 0.1,
   4 copies; WordNet for English, Cilin for Chinese), 3 seeds, both models.
 - ``lcsts``: summarisation fine-tuning on the first 6,000 pairs of LCSTS PART_II (its last 1,000
@@ -44,7 +53,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("LMLAB_DATA", REPO.parent / "shared" / "data"))
-STAGES = ("pretrain", "classify", "small", "lcsts", "squad", "translate", "summary")
+STAGES = ("pretrain", "classify", "lora", "small", "lcsts", "squad", "translate", "summary")
 SEEDS = (0, 1, 2)
 EDA = "sr=0.1,ri=0.1,rs=0.1,rd=0.1"
 
@@ -140,7 +149,7 @@ def splits(work: Path) -> dict:
 PRETRAIN_MODEL = {"n_layer": 4, "n_head": 4, "d_model": 128, "block_size": 256, "dropout": 0.0}
 
 
-def pretrain(work: Path, results: Results, paths: dict, minutes: float) -> None:
+def pretrain(work: Path, results: Results, paths: dict, minutes: float, langs=("en", "zh")) -> None:
     from lmlab.data.prepare import prepare
     from lmlab.training.config import TrainConfig
     from lmlab.training.trainer import train
@@ -153,6 +162,8 @@ def pretrain(work: Path, results: Results, paths: dict, minutes: float) -> None:
                                                split=(0.98, 0.02, 0.0), unit="document")),
     }
     for lang, (sources, options) in corpora.items():
+        if lang not in langs:
+            continue
         data, run = work / f"data-{lang}", work / f"pretrain-{lang}"
         if not (data / "manifest.json").exists():
             log(f"prepare {lang}: {sources}")
@@ -160,7 +171,7 @@ def pretrain(work: Path, results: Results, paths: dict, minutes: float) -> None:
         if f"pretrain_{lang}" in results:
             continue
         log(f"pre-train {lang} for at most {minutes} minutes -> {run}")
-        config = TrainConfig(data=str(data), preset="shakespeare-char", model=PRETRAIN_MODEL, batch_size=8,
+        config = TrainConfig(data=str(data), shape="shakespeare-char", model=PRETRAIN_MODEL, batch_size=8,
                              max_steps=600, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=50,
                              eval_interval=100, eval_batches=10, max_seconds=minutes * 60, seed=0)
         result = train(config, run, resume=(run / "config.json").exists(), log=log)
@@ -222,24 +233,89 @@ CLASSIFICATION = {
 FULL_SST2 = ("en", DATA / "sst2/train.tsv", DATA / "sst2/dev.tsv", {"eval_interval": 500})
 
 
+# The full fine-tunes' settings (the ``extra`` of each data set on top).
+FULL_FINETUNE = {"epochs": 1, "batch_size": 32, "learning_rate": 5e-4, "eval_interval": 200}
+
+
+def classification_split(work: Path, paths: dict, name: str, train_file):
+    """``name``'s training file less 5% held out for validation (drawn with seed 0): (kept, valid, their files)."""
+    from lmlab.tasks.readers.examples import split_off
+    from lmlab.tasks.readers.labelled import read_labelled
+
+    train_path = paths[train_file] if isinstance(train_file, str) else train_file
+    kept, valid = split_off(list(read_labelled(train_path)), 0.05, 0, str(train_path))
+    files = work / "splits"
+    return (kept, valid, write_examples(files / f"{name}-full-train.tsv", kept),
+            write_examples(files / f"{name}-full-valid.tsv", valid))
+
+
 def classify(work: Path, results: Results, paths: dict) -> None:
-    from lmlab.tasks.finetune import split_off
     from lmlab.tasks.readers.labelled import read_labelled
 
     for name, (lang, train_file, test_file, extra) in {**CLASSIFICATION, "sst2all": FULL_SST2}.items():
-        train_path = paths[train_file] if isinstance(train_file, str) else train_file
-        examples = read_labelled(train_path)
-        kept, valid = split_off(list(examples), 0.05, 0, str(train_path))
-        files = work / "splits"
-        train_out = write_examples(files / f"{name}-full-train.tsv", kept)
-        valid_out = write_examples(files / f"{name}-full-valid.tsv", valid)
+        kept, valid, train_out, valid_out = classification_split(work, paths, name, train_file)
         test = read_labelled(test_file)
         if f"{name}_tfidf" not in results:
             results.put(f"{name}_tfidf", tfidf_baseline(kept, valid, test, lang))
         if f"{name}_lm" not in results:
             results.put(f"{name}_lm", finetune_classifier(
                 work, f"{name}-full", work / f"pretrain-{lang}", train_out, valid_out, test_file,
-                **{"epochs": 1, "batch_size": 32, "learning_rate": 5e-4, "eval_interval": 200, **extra}))
+                **{**FULL_FINETUNE, **extra}))
+
+
+# LoRA on SST-2: rank 8 on q, v (the LoRA paper's and lmlab's default targets); two peak learning rates, the
+# full fine-tune's and ten times it, the one with the better validation accuracy kept (the test set chooses nothing).
+LORA = {"lora_rank": 8, "lora_targets": "q,v"}
+LORA_LEARNING_RATES = (5e-4, 5e-3)
+
+
+def folder_facts(work: Path, name: str) -> dict:
+    """Trainable and total parameters of a fine-tuned folder, and its LoRA record (None without)."""
+    config = json.loads((work / "finetuned" / name / "config.json").read_text())
+    return {"trainable_parameters": config["parameters"]["trainable"], "parameters": config["parameters"]["total"],
+            "base_step": config["base"]["step"], "lora": config.get("lora")}
+
+
+def lora_stage(work: Path, results: Results, paths: dict) -> None:
+    """SST-2 with LoRA beside full fine-tuning, both on ``pretrain-en``; everything under ``sst2_lora``."""
+    lang, train_file, test_file, extra = CLASSIFICATION["sst2"]
+    run = work / f"pretrain-{lang}"
+    if not (run / "config.json").exists():
+        raise SystemExit(f"{run}: no English pre-trained run here; run the pretrain stage first")
+    _, _, train_out, valid_out = classification_split(work, paths, "sst2", train_file)
+    record = dict(results["sst2_lora"]) if "sst2_lora" in results else {}
+    record.setdefault("date", time.strftime("%Y-%m-%d"))
+    record.setdefault("pretrain", {k: results.data.get(f"pretrain_{lang}", {}).get(k)
+                                   for k in ("step", "val_loss", "best_val_loss")})
+    if "full" not in record:
+        started, load = time.perf_counter(), os.getloadavg()[0]
+        if "sst2_lm" in results and (work / "finetuned" / "sst2-full" / "results.json").exists():
+            full, wall = dict(results["sst2_lm"]), None  # the classify stage's, on the same run in this --work
+        else:
+            full = finetune_classifier(work, "sst2-full", run, train_out, valid_out, test_file,
+                                       **{**FULL_FINETUNE, **extra})
+            results.put("sst2_lm", full)
+            wall = round(time.perf_counter() - started, 1)
+        record["full"] = {**full, **folder_facts(work, "sst2-full"), "learning_rate": FULL_FINETUNE["learning_rate"],
+                          "wall_seconds": wall, "load_average_at_start": round(load, 2)}
+        results.put("sst2_lora", record)
+    for lr in LORA_LEARNING_RATES:
+        key = f"lr_{lr:g}"
+        if key in record.get("lora", {}):
+            continue
+        name = f"sst2-lora-r{LORA['lora_rank']}-lr{lr:g}"
+        started, load = time.perf_counter(), os.getloadavg()[0]
+        metrics = finetune_classifier(work, name, run, train_out, valid_out, test_file,
+                                      **{**FULL_FINETUNE, **extra, **LORA, "learning_rate": lr})
+        record.setdefault("lora", {})[key] = {**metrics, **folder_facts(work, name), "learning_rate": lr,
+                                              "wall_seconds": round(time.perf_counter() - started, 1),
+                                              "load_average_at_start": round(load, 2)}
+        results.put("sst2_lora", record)
+    runs = record["lora"]
+    chosen = max(runs, key=lambda k: runs[k]["val_accuracy"])  # validation chooses; ties go to the first
+    if record.get("chosen") != chosen:
+        record["chosen"] = chosen
+        results.put("sst2_lora", record)
 
 
 def write_examples(path: Path, examples) -> Path:
@@ -339,8 +415,26 @@ def summary(work: Path, results: Results) -> str:
                          f"{t['macro_f1']:.1f} |")
         if f"{name}_lm" in r:
             m = r[f"{name}_lm"]
-            lines.append(f"| {label} | {r[f'{name}_tfidf']['train_examples']:,} | lmlab Transformer, fine-tuned | "
+            n = r.get(f"{name}_tfidf", {}).get("train_examples")  # the lora stage fine-tunes without the baseline
+            lines.append(f"| {label} | {f'{n:,}' if n else '—'} | lmlab Transformer, fine-tuned | "
                          f"{m['accuracy']:.1f} | {m['macro_f1']:.1f} |")
+    if "sst2_lora" in r and "full" in r["sst2_lora"]:
+        lora = r["sst2_lora"]
+        p = lora.get("pretrain", {})
+        lines += ["", "## SST-2: LoRA beside full fine-tuning "
+                  f"(the same English pre-trained run: {p.get('step')} steps, "
+                  f"validation loss {p.get('val_loss') or p.get('best_val_loss') or float('nan'):.2f})", "",
+                  "| mode | peak lr | trainable parameters | steps | validation accuracy % | test accuracy % | "
+                  "macro-F1 % | fine-tuning minutes |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        rows = [("full fine-tuning", lora["full"])] + [
+            (f"LoRA rank {m['lora']['rank']} on {','.join(m['lora']['targets'])}"
+             + (" (chosen on validation)" if k == lora.get("chosen") else ""), m)
+            for k, m in lora.get("lora", {}).items()]
+        for label, m in rows:
+            share = m["trainable_parameters"] / m["parameters"] * 100
+            lines.append(f"| {label} | {m['learning_rate']:g} | {m['trainable_parameters']:,} ({share:.2f}%) | "
+                         f"{m['steps']} | {m['val_accuracy']:.1f} | "
+                         f"{m['accuracy']:.1f} | {m['macro_f1']:.1f} | {m['fine_tune_seconds'] / 60:.1f} |")
     lines += ["", "## 500 training examples, with and without EDA augmentation (mean ± standard deviation, 3 seeds)",
               "", "| data | model | without augmentation | with EDA (4 copies) |", "|---|---|---:|---:|"]
     for name, label in (("sst2", "SST-2"), ("chnsenticorp", "ChnSentiCorp")):
@@ -379,6 +473,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
     parser.add_argument("--work", default=str(REPO / "runs" / "applications"))
     parser.add_argument("--pretrain-minutes", type=float, default=8.0)
+    parser.add_argument("--pretrain-langs", default="en,zh",
+                        help="which models the pretrain stage trains: en, zh or en,zh (default)")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -389,9 +485,14 @@ def main(argv=None) -> int:
     results = Results(work / "results.json")
     paths = splits(work)
     if "pretrain" in stages:
-        pretrain(work, results, paths, args.pretrain_minutes)
+        langs = tuple(s.strip() for s in args.pretrain_langs.split(",") if s.strip())
+        if not langs or set(langs) - {"en", "zh"}:
+            parser.error(f"--pretrain-langs: expected en, zh or en,zh, got {args.pretrain_langs!r}")
+        pretrain(work, results, paths, args.pretrain_minutes, langs)
     if "classify" in stages:
         classify(work, results, paths)
+    if "lora" in stages:
+        lora_stage(work, results, paths)
     if "small" in stages:
         small(work, results)
     if "lcsts" in stages:

@@ -193,9 +193,9 @@ def lmlab_generator(shape: dict, prompts: list[list[int]], new_tokens: int, inte
     from lmlab.generate.decoder import CHUNK, decoder_for, step_seed, cache_length, generate_ids
     from lmlab.generate.samplers import SamplerConfig
     from lmlab.models import precision, registry
-    from lmlab.models.transformer import preset
+    from lmlab.models import transformer
 
-    config = preset("shakespeare-char", vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape)
+    config = transformer.shape("shakespeare-char", vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape)
     reference = registry.build_model(config, seed=0)
     # The text quality is measured on: sampled (temperature 1, seed 0) from the float32 model, the same in every worker.
     text = prompts[0] + generate_ids(reference, [prompts[0]], QUALITY_TOKENS, SamplerConfig(temperature=1.0), seed=0)[0]

@@ -3,7 +3,7 @@
     python bench/gpu_train.py --backend jax          # or tensorflow; see bench/gpu.sh
     python bench/gpu_train.py --backend jax --smoke  # a debug-sized dry run on whatever device (CPU in CI)
 
-Builds the ``gpt2-small`` preset (124M parameters, block 1024, vocabulary 50,257) under a
+Builds the ``gpt2-small`` model shape (124M parameters, block 1024, vocabulary 50,257) under a
 ``mixed_bfloat16`` policy, the trainer's AdamW and the compiled step of
 :class:`lmlab.training.steps.Stepper` (XLA on TensorFlow, ``jax.jit`` on JAX), and times
 ``--steps`` steps on random tokens after ``--warmup`` steps (compilation). It reports tokens/s
@@ -36,14 +36,15 @@ PEAK_TFLOPS = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("jax", "tensorflow"), required=True)
-    parser.add_argument("--preset", default="gpt2-small")
+    parser.add_argument("--shape", default="gpt2-small", help="transformer model shape (random weights)")
+    parser.add_argument("--preset", dest="shape", help=argparse.SUPPRESS)  # the old name of --shape
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per step (default 16)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first, compilation included")
     parser.add_argument("--precision", default="mixed_bfloat16", choices=("mixed_bfloat16", "float32"))
     parser.add_argument("--peak-tflops", type=float, help="the chip's peak FLOP/s in TFLOP/s, for MFU")
     parser.add_argument("--smoke", action="store_true",
-                        help="dry run: the debug preset, batch 2, 2 warm-up and 3 timed steps")
+                        help="dry run: the debug shape, batch 2, 2 warm-up and 3 timed steps")
     parser.add_argument("--json", help="also append the result line to this file")
     return parser.parse_args(argv)
 
@@ -73,23 +74,23 @@ def peak_for(name: str) -> float | None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.smoke:
-        args.preset, args.batch_size, args.warmup, args.steps = "debug", 2, 2, 3
+        args.shape, args.batch_size, args.warmup, args.steps = "debug", 2, 2, 3
     os.environ["KERAS_BACKEND"] = args.backend
     import keras
     import numpy as np
 
-    from lmlab.models.transformer import preset
+    from lmlab.models import transformer
     from lmlab.models.registry import build_model
     from lmlab.training.config import TrainConfig
     from lmlab.training.steps import Stepper
     from lmlab.training.optimizer import build_optimizer
 
     vocab = 50257
-    config = preset(args.preset, vocab_size=vocab)
+    config = transformer.shape(args.shape, vocab_size=vocab)
     keras.config.set_dtype_policy(args.precision)
     keras.utils.set_random_seed(0)
     model = build_model(config, seed=0)
-    train_config = TrainConfig(data="synthetic", preset=args.preset, batch_size=args.batch_size,
+    train_config = TrainConfig(data="synthetic", shape=args.shape, batch_size=args.batch_size,
                                max_steps=max(args.warmup + args.steps, 2), warmup_steps=1, precision=args.precision)
     optimizer, _ = build_optimizer(train_config, model)
     stepper = Stepper(model, optimizer)
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     flops_per_token = model.flops_per_token()
     name = device_name(args.backend)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_for(name)
-    result = {"backend": args.backend, "device": name, "preset": args.preset, "precision": args.precision,
+    result = {"backend": args.backend, "device": name, "shape": args.shape, "precision": args.precision,
               "parameters": int(model.num_parameters()), "batch_size": args.batch_size,
               "block_size": config.block_size, "steps": args.steps, "seconds": round(seconds, 3),
               "tokens_per_s": round(tokens_per_s, 1), "flops_per_token": int(flops_per_token),

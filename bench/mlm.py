@@ -84,8 +84,8 @@ def run(name: str, out: Path, seconds: float, steps: int, position: str = "rope"
         sources = spec["sources"] or [str(zh_corpus(out))]
         lmlab("prepare", *sources, "--out", folder / "data", "--tokenizer", tokenizer, *spec["prepare"],
               "--quiet", "--overwrite")
-    # The "small" preset (4 x 256, 128 tokens) runs at ~5 s a step on 2 shared cores; this is 2 x 128, 64 tokens.
-    train_args = ["--data", folder / "data", "--model", "encoder", "--preset", "small", "--max-steps", steps,
+    # The "small" shape (4 x 256, 128 tokens) runs at ~5 s a step on 2 shared cores; this is 2 x 128, 64 tokens.
+    train_args = ["--data", folder / "data", "--model", "encoder", "--shape", "small", "--max-steps", steps,
                   "--set", "model.n_layer=2", "--set", "model.d_model=128", "--set", "model.block_size=64",
                   "--set", f"max_seconds={seconds}", "--set", "batch_size=32", "--set", "learning_rate=2e-3",
                   "--set", "warmup_steps=30", "--set", "weight_decay=0.01", "--set", "eval_interval=100",

@@ -65,7 +65,7 @@ def make_run(folder: Path, shape: dict) -> Path:
     for weight in model.weights:
         if len(weight.shape) > 1:
             weight.assign(rng.normal(0, 0.05, weight.shape).astype("float32"))
-    train = TrainConfig(preset="debug", model={k: v for k, v in config.to_dict().items() if k != "family"})
+    train = TrainConfig(shape="debug", model={k: v for k, v in config.to_dict().items() if k != "family"})
     write_run(folder, model, tokenizer, train, None)
     return folder
 

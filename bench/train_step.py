@@ -250,12 +250,12 @@ def tf_setup(inter_op: int):
 
 
 def lmlab_parts(shape: dict, attention: str = "fused"):
-    from lmlab.models.transformer import build_transformer, preset
+    from lmlab.models.transformer import build_transformer, shape as model_shape
     from lmlab.training.config import TrainConfig
     from lmlab.training.optimizer import build_optimizer
 
-    config = preset("shakespeare-char", vocab_size=VOCAB, block_size=shape["block"], n_layer=shape["n_layer"],
-                    n_head=shape["n_head"], d_model=shape["d_model"], dropout=0.0, attention=attention)
+    config = model_shape("shakespeare-char", vocab_size=VOCAB, block_size=shape["block"], n_layer=shape["n_layer"],
+                         n_head=shape["n_head"], d_model=shape["d_model"], dropout=0.0, attention=attention)
     model = build_transformer(config, seed=0)
     train_config = TrainConfig(batch_size=shape["batch"], max_steps=MAX_STEPS, warmup_steps=WARMUP,
                                learning_rate=LR, min_learning_rate=MIN_LR, weight_decay=WEIGHT_DECAY,

@@ -8,7 +8,7 @@ Prints one JSON line. For each model, with ``output: softmax`` and ``output: ada
 training FLOPs per token (``flops_per_token``: the adaptive output counted as computed) and the
 GFLOPS they give:
 
-* ``lstm``: the rnn ``wikitext2`` preset (2 x 256 LSTM, BPTT 35, tied), batch 20, as
+* ``lstm``: the rnn ``wikitext2`` shape (2 x 256 LSTM, BPTT 35, tied), batch 20, as
   ``experiments/families-wikitext2.yaml`` trains it;
 * ``transformer``: that experiment's Transformer (GPT-2 style, 2 layers x 256, 4 heads, block 128),
   batch 6.
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import cpu_facts
 
 from lmlab.models import registry
-from lmlab.models.rnn import preset as rnn_preset
-from lmlab.models.transformer import preset as transformer_preset
+from lmlab.models.rnn import shape as rnn_shape
+from lmlab.models.transformer import shape as transformer_shape
 from lmlab.training.config import TrainConfig
 from lmlab.training.optimizer import build_optimizer
 from lmlab.training.steps import Stepper
@@ -46,9 +46,9 @@ WARMUP = 3
 def configs(vocab_size: int):
     """``name → (config, batch_size)`` with the full softmax."""
     return {
-        "lstm": (rnn_preset("wikitext2", vocab_size=vocab_size, dropout=0.0), 20),
-        "transformer": (transformer_preset("shakespeare-char", vocab_size=vocab_size, n_layer=2, d_model=256,
-                                           n_head=4, block_size=128, dropout=0.0), 6),
+        "lstm": (rnn_shape("wikitext2", vocab_size=vocab_size, dropout=0.0), 20),
+        "transformer": (transformer_shape("shakespeare-char", vocab_size=vocab_size, n_layer=2, d_model=256,
+                                          n_head=4, block_size=128, dropout=0.0), 6),
     }
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-TINY = dict(preset="debug", batch_size=4, max_steps=8, warmup_steps=1, eval_interval=4, eval_batches=1,
+TINY = dict(shape="debug", batch_size=4, max_steps=8, warmup_steps=1, eval_interval=4, eval_batches=1,
             log_interval=1, learning_rate=3e-3, min_learning_rate=3e-4)
 
 
@@ -32,12 +32,12 @@ def jax_model(out: str) -> None:
     from lmlab.training.optimizer import build_optimizer
     from lmlab.training.distribute.jax_mesh import JaxMesh
     from lmlab.core.errors import ConfigError
-    from lmlab.models.rnn import preset as rnn_preset
-    from lmlab.models.transformer import TransformerLM, build_transformer, preset
+    from lmlab.models.rnn import shape as rnn_shape
+    from lmlab.models.transformer import TransformerLM, build_transformer, shape
 
     assert len(keras.distribution.list_devices()) == 8
     # n_head and vocab_size divisible by the model axis (4), so every Megatron split applies.
-    config = preset("debug", vocab_size=64, n_head=4)
+    config = shape("debug", vocab_size=64, n_head=4)
     train_config = TrainConfig(data="unused", distribute="model", mesh="batch=2,model=4", batch_size=4,
                                max_steps=10, warmup_steps=0)
     rng = np.random.default_rng(0)
@@ -73,13 +73,13 @@ def jax_model(out: str) -> None:
     load_checkpoint(Path(out, "checkpoints", "step-000001"), back)
     after_single, after_back = model_tensors(single), model_tensors(back)
     try:
-        split_weights(rnn_preset("debug", vocab_size=67), 2)
+        split_weights(rnn_shape("debug", vocab_size=67), 2)
         rnn_error = ""
     except ConfigError as error:
         rnn_error = str(error)
     print(json.dumps({
-        "llama_split": split_weights(preset("llama-small", vocab_size=8000), 4),
-        "odd_vocab_split": split_weights(preset("debug", vocab_size=67), 4), "rnn_error": rnn_error,
+        "llama_split": split_weights(shape("llama-small", vocab_size=8000), 4),
+        "odd_vocab_split": split_weights(shape("debug", vocab_size=67), 4), "rnn_error": rnn_error,
         "mesh": parse_mesh(train_config.mesh), "split": split_weights(config, 4),
         "q_proj_shards": sorted(shards), "logits_max_diff": float(np.abs(logits_single - logits_sharded).max()),
         "loss_single": loss_single, "loss_sharded": loss_sharded,

@@ -31,7 +31,7 @@ MAX_READS = 60  # bounded: at most this many reads ...
 MAX_SECONDS = 60  # ... and this long reading
 MIN_OVERLAPPED = 20  # reads that ran while the writer was training and checkpointing
 READ_DELAY_S = 0.01  # each safetensors file takes this long to read, as a larger model's would (a few ms here)
-WRITER = dict(preset="debug", batch_size=2, max_steps=100_000, max_seconds=90, warmup_steps=1, eval_interval=1,
+WRITER = dict(shape="debug", batch_size=2, max_steps=100_000, max_seconds=90, warmup_steps=1, eval_interval=1,
               eval_batches=1, log_interval=1000, keep_checkpoints=1, learning_rate=3e-3, min_learning_rate=3e-4)
 
 

@@ -27,7 +27,7 @@ budget: {{steps: 12, evaluations: 3}}
 train: {{batch_size: 4, warmup_steps: 2, eval_batches: 2, log_interval: 2, learning_rate: 3e-3}}
 runs:
   - {{name: kn3, family: ngram, model: {{order: 3}}}}
-  - {{name: gpt, preset: debug}}
+  - {{name: gpt, shape: debug}}
 """
 
 
@@ -138,7 +138,7 @@ def test_time_budget_stops_checkpoints_and_says_why(tiny_data, tmp_path):
     from lmlab.training.config import TrainConfig
     from lmlab.training.trainer import train
 
-    config = TrainConfig(data=str(tiny_data), preset="debug", batch_size=4, max_steps=500, warmup_steps=2,
+    config = TrainConfig(data=str(tiny_data), shape="debug", batch_size=4, max_steps=500, warmup_steps=2,
                          eval_interval=100, eval_batches=2, max_seconds=1e-3)
     result = train(config, tmp_path / "run", log=lambda m: None)
     assert result["stopped"] == "max_seconds" and result["step"] == 1  # the first step alone takes longer
@@ -156,15 +156,15 @@ def manifest_of(vocab: int, train_tokens: int) -> dict:
 
 
 def test_budgets_convert_to_steps_with_the_models_flops():
-    from lmlab.models.transformer import count_parameters, estimate_flops_per_token, preset
+    from lmlab.models.transformer import count_parameters, estimate_flops_per_token, shape
 
     experiment = parse_experiment({
-        "data": "d", "budget": {"flops": 1e12, "evaluations": 4}, "train": {"preset": "debug", "warmup_steps": 3},
+        "data": "d", "budget": {"flops": 1e12, "evaluations": 4}, "train": {"shape": "debug", "warmup_steps": 3},
         "runs": [{"name": "by-flops"}, {"name": "by-tokens", "budget": {"tokens": 10_000}, "batch_size": 3},
                  {"name": "by-time", "budget": {"seconds": 90}, "max_steps": 700, "eval_interval": 50},
                  {"name": "lr", "grid": {"learning_rate": [1e-3, 3e-3]}, "seeds": [1, 2]}]})
     runs = {r.id: r for r in resolve_runs(experiment, manifest_of(61, 100_000))}
-    model = preset("debug", vocab_size=61)
+    model = shape("debug", vocab_size=61)
     per_token = estimate_flops_per_token(model)  # 6N + 12 L H Q T
     assert per_token == 6 * count_parameters(model, non_embedding=True) + 12 * 2 * 2 * 16 * 32
     flops = runs["by-flops-s1337"]
@@ -187,25 +187,27 @@ def test_budgets_convert_to_steps_with_the_models_flops():
 
 BAD = [
     ("data: {data}\nbudget: {{steps: 5}}\nrunz: []\n", r"unknown field\(s\) runz"),
-    ("data: {data}\nbudget: {{steps: 5}}\nruns: [{{preset: debug, max_step: 3}}]\n", r"runs\[0\].*max_step"),
+    ("data: {data}\nbudget: {{steps: 5}}\nruns: [{{shape: debug, max_step: 3}}]\n", r"runs\[0\].*max_step"),
     ("data: {data}\nruns: [{{family: lstmm}}]\n", r"runs\[0\].family.*unknown model family 'lstmm'"),
-    ("data: {data}\nruns: [{{preset: tiny}}]\n", r"runs\[0\].*model.*unknown transformer preset 'tiny'"),
-    ("data: {data}\nruns: [{{preset: debug, model: {{n_layers: 2}}}}]\n", r"runs\[0\].*unknown .*n_layers"),
+    ("data: {data}\nruns: [{{shape: tiny}}]\n", r"runs\[0\].*model.*unknown transformer shape 'tiny'"),
+    ("data: {data}\nruns: [{{shape: debug, model: {{n_layers: 2}}}}]\n", r"runs\[0\].*unknown .*n_layers"),
     ("data: {data}\nruns: [{{family: ngram, model: {{order: 9}}}}]\n", r"runs\[0\].*order"),
-    ("data: {data}\nbudget: {{tokens: -5}}\nruns: [{{preset: debug}}]\n", r"budget.tokens: impossible budget"),
-    ("data: {data}\nbudget: {{tokens: 100}}\nruns: [{{preset: debug}}]\n",
+    ("data: {data}\nbudget: {{tokens: -5}}\nruns: [{{shape: debug}}]\n", r"budget.tokens: impossible budget"),
+    ("data: {data}\nbudget: {{tokens: 100}}\nruns: [{{shape: debug}}]\n",
      r"runs\[0\].*impossible budget: 100 training tokens.* less than one optimizer step of 384 tokens"),
-    ("data: {data}\nbudget: {{steps: 50}}\nruns: [{{preset: debug}}]\n",
+    ("data: {data}\nbudget: {{steps: 50}}\nruns: [{{shape: debug}}]\n",
      r"impossible budget.*50 optimizer steps, not more than warmup_steps 100"),
-    ("data: {data}\nbudget: {{steps: 5, seconds: 3}}\nruns: [{{preset: debug}}]\n", "one of tokens.*not steps and seconds"),
-    ("data: {data}\nbudget: {{steps: 500}}\nruns: [{{preset: debug, max_steps: 9}}]\n", "max_steps is set by budget.steps"),
-    ("data: {data}\nruns: [{{preset: debug, grid: {{learning_rat: [1]}}}}]\n", "unknown grid field 'learning_rat'"),
-    ("data: {data}\nruns: [{{name: a, preset: debug}}, {{name: a, preset: debug}}]\n", "share the name.*a-s1337"),
-    ("data: {data}\nevaluate: {{split: dev}}\nruns: [{{preset: debug}}]\n", "evaluate.split"),
-    ("data: {data}/nowhere\nruns: [{{preset: debug}}]\n", r"data: .*nowhere: no such prepared data folder"),
-    ("data: {data}\nprepare: {{sources: [/no/such/corpus.txt]}}\nruns: [{{preset: debug}}]\n",
+    ("data: {data}\nbudget: {{steps: 5, seconds: 3}}\nruns: [{{shape: debug}}]\n", "one of tokens.*not steps and seconds"),
+    ("data: {data}\nbudget: {{steps: 500}}\nruns: [{{shape: debug, max_steps: 9}}]\n", "max_steps is set by budget.steps"),
+    ("data: {data}\nruns: [{{shape: debug, grid: {{learning_rat: [1]}}}}]\n", "unknown grid field 'learning_rat'"),
+    ("data: {data}\nruns: [{{name: a, shape: debug}}, {{name: a, shape: debug}}]\n", "share the name.*a-s1337"),
+    ("data: {data}\nevaluate: {{split: dev}}\nruns: [{{shape: debug}}]\n", "evaluate.split"),
+    ("data: {data}/nowhere\nruns: [{{shape: debug}}]\n", r"data: .*nowhere: no such prepared data folder"),
+    ("data: {data}\nprepare: {{sources: [/no/such/corpus.txt]}}\nruns: [{{shape: debug}}]\n",
      r"prepare.sources: /no/such/corpus.txt: no such file"),
-    ("data: {data}\nruns: [{{preset: debug}}\n", "not valid YAML"),
+    ("data: {data}\nruns: [{{shape: debug}}\n", "not valid YAML"),
+    ("data: {data}\nruns: [{{preset: debug, shape: gpt2-small}}]\n",
+     r"runs\[0\]: preset \('debug'\) and shape \('gpt2-small'\) disagree"),
 ]
 
 
@@ -237,6 +239,27 @@ def test_fields_added_since_a_run_was_made_count_as_their_defaults(reference, sw
     lines = []
     run_experiment(sweep_file, out, log=lines.append)
     assert sum("(done, skipped)" in line for line in lines) == 2
+
+
+def test_a_sweep_made_when_shape_was_called_preset_still_reads(reference, sweep_file, tmp_path):
+    """Issue 20: ``preset`` became ``shape``; an old experiment file, run config.json and done.json still work."""
+    out = tmp_path / "older"
+    shutil.copytree(reference[0], out)
+    for name in ("config.json", "done.json"):
+        path = out / "runs" / "gpt-s1337" / name
+        saved = json.loads(path.read_text())
+        section = saved["train"] if name == "config.json" else saved
+        section["preset"] = section.pop("shape")
+        path.write_text(json.dumps(saved))
+    old = tmp_path / "old.yaml"
+    old.write_text(sweep_file.read_text().replace("shape: debug", "preset: debug"))
+    assert "preset: debug" in old.read_text()
+    lines = []
+    run_experiment(old, out, log=lines.append)
+    assert sum("(done, skipped)" in line for line in lines) == 2
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["id"], r["shape"]) for r in rows] == [("kn3-s1337", "order 3"), ("gpt-s1337", "debug")]
+    assert "| `gpt` | transformer debug |" in (out / "results.md").read_text()
 
 
 SHIPPED = REPO / "experiments"

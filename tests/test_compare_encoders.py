@@ -41,8 +41,8 @@ finetune:
   batch_size: 16
   learning_rate: 1e-3
 runs:
-  - {{name: bert, family: encoder, preset: debug}}
-  - {{name: gpt, family: transformer, preset: debug}}
+  - {{name: bert, family: encoder, shape: debug}}
+  - {{name: gpt, family: transformer, shape: debug}}
 """
 
 
@@ -163,7 +163,7 @@ def test_a_changed_finetune_section_is_refused_before_any_run(swept, folder, tmp
         with pytest.raises(ConfigError, match=rf"{bert} was fine-tuned with another finetune section \({message}\); "
                                               rf"keep the file as it was, .* to fine-tune it again"):
             check(base.replace(old, new))
-    encoder_alone = base[:base.index("finetune:")] + "runs:\n  - {name: bert, family: encoder, preset: debug}\n"
+    encoder_alone = base[:base.index("finetune:")] + "runs:\n  - {name: bert, family: encoder, shape: debug}\n"
     with pytest.raises(ConfigError, match=rf"{bert} was fine-tuned, but the experiment now has no finetune section"):
         check(encoder_alone)
     assert {p: p.stat().st_mtime_ns for p in Path(out, "runs").glob("*/*.json")} == stamps
@@ -190,8 +190,8 @@ def test_a_changed_finetune_section_is_refused_before_any_run(swept, folder, tmp
 
 def _experiment(**changes):
     data = {"name": "x", "data": "unused", "budget": {"steps": 4},
-            "runs": [{"name": "bert", "family": "encoder", "preset": "debug"},
-                     {"name": "gpt", "family": "transformer", "preset": "debug"}]}
+            "runs": [{"name": "bert", "family": "encoder", "shape": "debug"},
+                     {"name": "gpt", "family": "transformer", "shape": "debug"}]}
     data.update(changes)
     return data
 
@@ -217,10 +217,10 @@ def test_validation_names_the_file_and_field(folder, change, message):
 
 
 def test_an_n_gram_cannot_be_fine_tuned_and_encoders_alone_need_no_finetune(folder):
-    runs = [{"name": "kn", "family": "ngram"}, {"name": "gpt", "preset": "debug"}]
+    runs = [{"name": "kn", "family": "ngram"}, {"name": "gpt", "shape": "debug"}]
     with pytest.raises(ConfigError, match=r"runs\[0\] \(kn\): an n-gram cannot be fine-tuned"):
         parse_experiment(_experiment(runs=runs, finetune=_finetune(folder)), "f.yaml")
-    alone = parse_experiment(_experiment(runs=[{"name": "bert", "family": "encoder", "preset": "debug"}]), "f.yaml")
+    alone = parse_experiment(_experiment(runs=[{"name": "bert", "family": "encoder", "shape": "debug"}]), "f.yaml")
     assert alone.finetune is None and alone.runs[0].family == "encoder"
 
 
@@ -236,7 +236,7 @@ def test_encoder_budget_counts_the_models_own_flops_and_needs_a_mask_token(swept
     prepare(str(tmp_path / "t.txt"), tmp_path / "char", tokenizer="char", unit="paragraph", split=(0.8, 0.1, 0.1),
             split_order="ordered", clean={"dedup": False})
     experiment = parse_experiment(_experiment(data=str(tmp_path / "char"),
-                                              runs=[{"name": "bert", "family": "encoder", "preset": "debug"}]), "e.yaml")
+                                              runs=[{"name": "bert", "family": "encoder", "shape": "debug"}]), "e.yaml")
     manifest = json.loads((tmp_path / "char" / "manifest.json").read_text())
     with pytest.raises(ConfigError, match=r"e.yaml: runs\[0\] \(bert\): data .*char: masked-LM training needs a "
                                           r"tokenizer with a mask token"):

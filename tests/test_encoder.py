@@ -111,7 +111,7 @@ def test_segment_ids_change_the_output_and_default_to_zero():
     assert np.abs(npy(model(ids, ones)) - npy(model(ids))).max() > 1e-4
 
 
-def test_registry_presets_and_no_generation():
+def test_registry_shapes_and_no_generation():
     config = registry.model_config("bert", "roberta-base", 50265)
     assert (config.family, config.block_size, config.position_offset, config.type_vocab_size) == ("encoder", 512, 2, 1)
     assert encoder.count_parameters(config) == 124_697_433  # roberta-base's RobertaForMaskedLM parameter count

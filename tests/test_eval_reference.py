@@ -201,7 +201,7 @@ def char_run(tmp_path_factory):
     (root / "corpus.txt").write_text(EXTRA * 5 + "\n" + text + EXTRA * 40, encoding="utf-8")
     prepare(str(root / "corpus.txt"), root / "data", tokenizer="char", split=(0.9, 0.1, 0.0), split_order="ordered",
             clean={"dedup": False}, workers=1)
-    train(TrainConfig(data=str(root / "data"), preset="debug", batch_size=8, max_steps=30, warmup_steps=5,
+    train(TrainConfig(data=str(root / "data"), shape="debug", batch_size=8, max_steps=30, warmup_steps=5,
                       eval_interval=30, eval_batches=1, log_interval=10, learning_rate=1e-2), root / "run",
           log=lambda m: None)
     return root

@@ -139,7 +139,7 @@ def test_prepare_killed_at_random_moments_resumes_byte_identical(corpus, tmp_pat
 
 # A checkpoint after every step, so kills land in checkpoint writes too. The runs skip bad batches and
 # three batches are poisoned, so exact resume is checked across skipped batches as well.
-TRAIN_SETTINGS = dict(preset="debug", batch_size=4, max_steps=12, warmup_steps=4, eval_interval=1, eval_batches=1,
+TRAIN_SETTINGS = dict(shape="debug", batch_size=4, max_steps=12, warmup_steps=4, eval_interval=1, eval_batches=1,
                       log_interval=1, keep_checkpoints=100, learning_rate=3e-3, min_learning_rate=3e-4)
 POISON = {"LMLAB_TEST_POISON_STEPS": "7:nan,9:inf,11:1e30"}  # 1e30 × the loss overflows the gradient norm
 BAD_STEPS = [7, 9, 11]

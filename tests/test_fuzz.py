@@ -354,9 +354,9 @@ def test_tokenizer_files_mutated_as_bytes(tokenizer_documents, tmp_path):
 
 # ---------------------------------------------------------------- config files
 
-YAML_CONFIG = (b"data: runs/data/shakespeare\npreset: debug\nbatch_size: 12\nlearning_rate: 1.0e-3\nmodel:\n"
+YAML_CONFIG = (b"data: runs/data/shakespeare\nshape: debug\nbatch_size: 12\nlearning_rate: 1.0e-3\nmodel:\n"
                b"  n_layer: 2\n  d_model: 64\n  dropout: 0.1\nmax_steps: 200\nwarmup_steps: 10\n")
-TOML_CONFIG = (b'data = "runs/data/shakespeare"\npreset = "debug"\nbatch_size = 12\nlearning_rate = 1e-3\n'
+TOML_CONFIG = (b'data = "runs/data/shakespeare"\nshape = "debug"\nbatch_size = 12\nlearning_rate = 1e-3\n'
                b"max_steps = 200\nwarmup_steps = 10\n[model]\nn_layer = 2\nd_model = 64\n")
 CONFIG_SPLICES = [b"!!python/object/apply:os.system ['true']", b"&a [*a, *a]", b"*a", b"~", b".nan", b".inf",
                   b"1e999", b"-1", b"true", b"[1, 2]", b"{x: 1}", b"model: 5", b"family: [rnn]", b"family: cnn",
@@ -401,7 +401,7 @@ def test_model_vocab_size_must_be_an_integer():
 
 
 @FUZZ
-@given(document=st.dictionaries(st.sampled_from(["data", "preset", "family", "batch_size", "learning_rate", "model",
+@given(document=st.dictionaries(st.sampled_from(["data", "shape", "family", "batch_size", "learning_rate", "model",
                                                   "precision", "max_steps", "warmup_steps", "beta1", "seed",
                                                   "skip_bad_batches", "max_seconds", "bogus"])
                                  | st.text(max_size=12) | st.integers() | st.none(), JSON_VALUES, max_size=6))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lmlab.generate.decoder import CACHE_STEP, CHUNK, decoder_for, step_seed, cache_length, generate_ids
-from lmlab.models.transformer import build_transformer, preset
+from lmlab.models.transformer import build_transformer, shape
 from lmlab.generate.samplers import SamplerConfig
 
 VOCAB, BLOCK = 37, 24
@@ -21,7 +21,7 @@ SAMPLING = SamplerConfig(temperature=1.5, top_k=10)
 
 @pytest.fixture(scope="module")
 def model():
-    return build_transformer(preset("debug", vocab_size=VOCAB, block_size=BLOCK), seed=3)
+    return build_transformer(shape("debug", vocab_size=VOCAB, block_size=BLOCK), seed=3)
 
 
 def one_token_at_a_time(model, prompts, max_new_tokens, sampler, seed, eos_id=None):
@@ -83,7 +83,7 @@ def test_rows_that_finish_all_stop_early(model):
 
 
 def test_short_generations_use_a_short_cache_with_the_same_tokens():
-    long_context = build_transformer(preset("debug", vocab_size=VOCAB, block_size=4 * CACHE_STEP), seed=5)
+    long_context = build_transformer(shape("debug", vocab_size=VOCAB, block_size=4 * CACHE_STEP), seed=5)
     assert cache_length(4 * CACHE_STEP, 3 + 40) == CACHE_STEP
     assert cache_length(4 * CACHE_STEP, 2 * CACHE_STEP + 1) == 3 * CACHE_STEP
     assert cache_length(4 * CACHE_STEP, 10 * CACHE_STEP) == 4 * CACHE_STEP

@@ -288,7 +288,7 @@ def test_lmlab_configs_export_as_the_architecture_that_holds_them(tmp_path, bpe_
     for weight in ours.weights:
         base = 1.0 if weight.path.endswith("scale") else 0.0
         weight.assign((base + rng.normal(0, 0.3 if len(weight.shape) > 1 else 0.1, weight.shape)).astype("float32"))
-    train = TrainConfig(preset="debug", model={k: v for k, v in config.to_dict().items() if k != "family"})
+    train = TrainConfig(shape="debug", model={k: v for k, v in config.to_dict().items() if k != "family"})
     write_run(tmp_path / "run", ours, HFTokenizer(bpe_json, kind="bpe"), train, None)
     export_hf(tmp_path / "run", tmp_path / "hf", log=quiet)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()

@@ -38,7 +38,7 @@ def write_float_run(folder, family: str = "transformer", **model):
     tokenizer = train_tokenizer("char", [TEXT])
     config = registry.model_config(family, "debug", tokenizer.vocab_size, model)
     float_model = sharpened(registry.build_model(config, seed=0))
-    train = TrainConfig(family=family, preset="debug", model=model)
+    train = TrainConfig(family=family, shape="debug", model=model)
     write_run(folder, float_model, tokenizer, train, None)
     return float_model
 

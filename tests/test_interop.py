@@ -164,7 +164,7 @@ def random_lmlab_run(folder, config, tokenizer, seed: int = 3):
     for weight in model.weights:
         base = 1.0 if weight.path.endswith(("gamma", "scale")) else 0.0
         weight.assign((base + rng.normal(0, 0.3 if len(weight.shape) > 1 else 0.1, weight.shape)).astype("float32"))
-    train = TrainConfig(preset="debug", model={k: v for k, v in config.to_dict().items() if k != "family"})
+    train = TrainConfig(shape="debug", model={k: v for k, v in config.to_dict().items() if k != "family"})
     write_run(folder, model, tokenizer, train, None)
     return model
 

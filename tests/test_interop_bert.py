@@ -133,7 +133,7 @@ def test_exported_masked_lm_loads_in_transformers_with_equal_logits(tmp_path, to
         base = 1.0 if weight.path.endswith("gamma") else 0.0
         weight.assign((base + rng.normal(0, 0.3 if len(weight.shape) > 1 else 0.1, weight.shape)).astype("float32"))
     tokenizer = HFTokenizer(tokenizers_json[style], kind="hf")
-    train = TrainConfig(family="encoder", preset="debug",
+    train = TrainConfig(family="encoder", shape="debug",
                         model={k: v for k, v in config.to_dict().items() if k != "family"})
     write_run(tmp_path / "run", ours, tokenizer, train, None)
     export_hf(tmp_path / "run", tmp_path / "hf", log=quiet)

@@ -257,7 +257,7 @@ def pretrained(wordpiece, tmp_path_factory):
     (root / "text.txt").write_text("\n\n".join([ENGLISH, CHINESE] * 30), encoding="utf-8")
     assert main([str(a) for a in ("prepare", root / "text.txt", "--out", root / "data", "--tokenizer", tokenizer_file,
                                   "--split", "0.8,0.1,0.1", "--no-dedup", "--quiet")]) == 0
-    assert main([str(a) for a in ("train", "--data", root / "data", "--model", "encoder", "--preset", "debug",
+    assert main([str(a) for a in ("train", "--data", root / "data", "--model", "encoder", "--shape", "debug",
                                   "--max-steps", 16, "--set", "warmup_steps=4", "--set", "learning_rate=3e-3",
                                   "--set", "eval_interval=8", "--set", "eval_batches=2", "--set", "log_interval=4",
                                   "--set", "batch_size=8",
@@ -308,7 +308,7 @@ def test_longer_pretraining_beats_the_unigram(wordpiece, pretrained, tmp_path, c
     accuracy 0.10-0.14 against the majority token's 0.034.
     """
     data = pretrained.parent / "data"
-    code, _, err = cli("train", "--data", data, "--model", "encoder", "--preset", "debug", "--max-steps", 1000,
+    code, _, err = cli("train", "--data", data, "--model", "encoder", "--shape", "debug", "--max-steps", 1000,
                        "--set", "warmup_steps=4", "--set", "learning_rate=3e-3", "--set", "eval_interval=500",
                        "--set", "eval_batches=2", "--set", "log_interval=100", "--set", "batch_size=8",
                        "--set", "model.whole_word=true", "--out", tmp_path / "run", "--quiet")
@@ -360,7 +360,7 @@ def test_sentence_pair_pretraining_from_the_cli_resumes_exactly(wordpiece, pretr
 
     data = pretrained.parent / "data"
     run = tmp_path / "pairs"
-    code, _, err = cli("train", "--data", data, "--model", "encoder", "--preset", "debug", "--max-steps", 6,
+    code, _, err = cli("train", "--data", data, "--model", "encoder", "--shape", "debug", "--max-steps", 6,
                        "--set", "warmup_steps=2", "--set", "learning_rate=3e-3", "--set", "eval_interval=3",
                        "--set", "eval_batches=2", "--set", "log_interval=1", "--set", "batch_size=4",
                        "--set", "grad_accum=2", "--set", "weight_decay=0", "--set", "model.packing=pairs",
@@ -505,7 +505,7 @@ from lmlab.cli import main
 from lmlab.training.config import TrainConfig
 from lmlab.training.trainer import train
 assert keras.backend.backend() == "jax"
-result = train(TrainConfig(data=sys.argv[1], family="encoder", preset="debug", batch_size=8, grad_accum=2,
+result = train(TrainConfig(data=sys.argv[1], family="encoder", shape="debug", batch_size=8, grad_accum=2,
                            max_steps=6, warmup_steps=1, learning_rate=3e-3, eval_interval=3, eval_batches=1,
                            log_interval=1, model={"whole_word": True, "packing": "pairs"}), sys.argv[2],
                log=lambda m: None)

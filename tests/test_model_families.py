@@ -127,8 +127,8 @@ def test_dropout_only_in_training(name):
 
 
 def test_run_battery_in_one_call(tmp_path):
-    """How a new family joins: one call (here the RNN's debug preset, shrunk)."""
-    config = rnn.preset("debug", vocab_size=VOCAB, d_model=13, block_size=9, n_layer=1)
+    """How a new family joins: one call (here the RNN's debug shape, shrunk)."""
+    config = rnn.shape("debug", vocab_size=VOCAB, d_model=13, block_size=9, n_layer=1)
     battery.run_battery(rnn.build_rnn, config, tmp_path, rnn.count_parameters,
                         config_with_dropout=config.replace(dropout=0.25))
 
@@ -267,31 +267,31 @@ def test_gated_cnn_config_errors_name_field_and_value(fields, message):
 
 
 # ---------------------------------------------------------------------------
-# Both new families: presets, config keys, registry, imports
+# Both new families: shapes, config keys, registry, imports
 # ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("module, config_class", [(rnn, rnn.RNNConfig), (gated_cnn, gated_cnn.GatedCNNConfig)])
-def test_presets_and_config_keys(module, config_class):
-    assert list(module.PRESETS)[:1] == ["debug"]
-    assert {"debug", "wikitext2", "shakespeare-char"} <= set(module.PRESETS)
-    for name in module.PRESETS:
-        config = module.preset(name, vocab_size=VOCAB)
+def test_shapes_and_config_keys(module, config_class):
+    assert list(module.SHAPES)[:1] == ["debug"]
+    assert {"debug", "wikitext2", "shakespeare-char"} <= set(module.SHAPES)
+    for name in module.SHAPES:
+        config = module.shape(name, vocab_size=VOCAB)
         assert isinstance(config, config_class) and config.vocab_size == VOCAB
         assert config_class.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError, match="known presets: debug, wikitext2, shakespeare-char"):
-        module.preset("huge", vocab_size=VOCAB)
+    with pytest.raises(ConfigError, match="known shapes: debug, wikitext2, shakespeare-char"):
+        module.shape("huge", vocab_size=VOCAB)
     with pytest.raises(ConfigError, match="needs vocab_size"):
-        module.preset("debug")
+        module.shape("debug")
     with pytest.raises(ConfigError, match=f"unknown {config_class.__name__} field\\(s\\): n_embd, wat"):
         config_class.from_dict({"vocab_size": VOCAB, "n_embd": 3, "wat": 1})
     with pytest.raises(ConfigError, match="vocab_size is required"):
         config_class.from_dict({"n_layer": 2})
     with pytest.raises(ConfigError, match=f"unknown {config_class.__name__} field\\(s\\): layers"):
-        module.preset("debug", vocab_size=VOCAB, layers=3)
+        module.shape("debug", vocab_size=VOCAB, layers=3)
     build = rnn.build_rnn if module is rnn else gated_cnn.build_gated_cnn
     with pytest.raises(ConfigError, match="max_length=0"):
-        build(module.preset("debug", vocab_size=VOCAB)).init_cache(1, 0)
+        build(module.shape("debug", vocab_size=VOCAB)).init_cache(1, 0)
 
 
 def test_registry_builds_the_new_families():

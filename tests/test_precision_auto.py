@@ -15,7 +15,7 @@ from lmlab.training.config import TrainConfig
 from lmlab.training.trainer import train
 from tests.conftest import data_path
 
-TINY = dict(preset="debug", batch_size=8, max_steps=60, warmup_steps=5, eval_interval=20, eval_batches=8,
+TINY = dict(shape="debug", batch_size=8, max_steps=60, warmup_steps=5, eval_interval=20, eval_batches=8,
             log_interval=10, learning_rate=3e-3, min_learning_rate=3e-4)
 
 

@@ -42,7 +42,7 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(work):
     folder = work["root"] / "run"
-    train(TrainConfig(data=str(work["data"]), preset="debug", batch_size=2, max_steps=2, warmup_steps=1,
+    train(TrainConfig(data=str(work["data"]), shape="debug", batch_size=2, max_steps=2, warmup_steps=1,
                       eval_interval=2, eval_batches=1, log_interval=1,
                       model={"block_size": 16, "n_layer": 1}), folder, log=lambda m: None)
     return folder

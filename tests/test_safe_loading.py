@@ -99,7 +99,7 @@ def test_run_loading_refuses_malicious_files_end_to_end(tmp_path, marker, payloa
     tokenizer.save(run / "tokenizer.json")
     model = {"family": "transformer", "vocab_size": tokenizer.vocab_size, "block_size": 16, "n_layer": 1,
              "n_head": 2, "d_model": 16}
-    (run / "config.json").write_text(json.dumps({"train": {"data": "", "preset": "debug"}, "model": model}))
+    (run / "config.json").write_text(json.dumps({"train": {"data": "", "shape": "debug"}, "model": model}))
     (run / "checkpoints" / "last.json").write_text(json.dumps({"checkpoint": "step-000001", "step": 1}))
     (run / "checkpoints" / "step-000001" / "state.json").write_text(json.dumps({"step": 1}))
     server = ForkServer.shared(request.config.cache.mkdir("lmlab-jax-compilation"))

@@ -80,7 +80,7 @@ def exported(tmp_path_factory):
     for weight in model.weights:  # large random weights: clear greedy winners
         if len(weight.shape) > 1:
             weight.assign(rng.normal(0, 0.4, weight.shape).astype("float32"))
-    write_run(root / "run", model, tokenizer, TrainConfig(preset="debug", model={"style": "llama"}), None)
+    write_run(root / "run", model, tokenizer, TrainConfig(shape="debug", model={"style": "llama"}), None)
     assert main(["export", str(root / "run"), "--format", "savedmodel", "--out", str(root / "sm"), "--quiet"]) == 0
     return root, model, tokenizer
 
@@ -142,7 +142,7 @@ def test_other_neural_families_export_through_their_public_call(tmp_path):
 
     tokenizer = train_tokenizer("char", [TEXT])
     model = registry.build_model(registry.model_config("gated_cnn", "debug", tokenizer.vocab_size), seed=5)
-    write_run(tmp_path / "run", model, tokenizer, TrainConfig(family="gated_cnn", preset="debug"), None)
+    write_run(tmp_path / "run", model, tokenizer, TrainConfig(family="gated_cnn", shape="debug"), None)
     export_savedmodel(tmp_path / "run", tmp_path / "sm", log=lambda m: None)
     served = tf.saved_model.load(str(tmp_path / "sm"))
     out = served.signatures["generate"](token_ids=tf.constant([[3, 4, 5]]), max_new_tokens=tf.constant(6),

@@ -46,7 +46,7 @@ def random_run(folder, family, tokenizer, block=BLOCK, **fields):
     for weight in model.weights:  # large enough that the scores differ clearly between lines
         if len(weight.shape) > 1:
             weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32"))
-    train = TrainConfig(preset="debug", model={k: v for k, v in config.to_dict().items() if k != "family"})
+    train = TrainConfig(shape="debug", model={k: v for k, v in config.to_dict().items() if k != "family"})
     write_run(folder, model, tokenizer, train, None)
     return folder
 

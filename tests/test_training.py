@@ -19,7 +19,7 @@ from tests.baselines import split_tokens, uniform_loss, unigram_cross_entropy, u
 from tests.conftest import REPO, data_path
 
 # Short runs for what does not need a model that has learnt anything (resume, precisions).
-TINY = dict(preset="debug", batch_size=4, max_steps=30, warmup_steps=5, eval_interval=10, eval_batches=2,
+TINY = dict(shape="debug", batch_size=4, max_steps=30, warmup_steps=5, eval_interval=10, eval_batches=2,
             log_interval=1, learning_rate=3e-3, min_learning_rate=3e-4)
 # The `trained` run: long enough to beat the unigram. Measured (CPU, seeds 1337, 1, 2): validation loss
 # on the whole split 2.74, 2.82, 2.76 and on the trainer's random windows 2.73, 2.76, 2.82, against the
@@ -117,7 +117,7 @@ def test_killed_training_resumes_with_identical_losses(shakespeare, tmp_path):
 
 
 def test_diverging_loss_stops_with_a_clear_message(shakespeare, tmp_path, cli):
-    code, _, err = cli("train", "--data", shakespeare, "--preset", "debug", "--max-steps", "40", "--out",
+    code, _, err = cli("train", "--data", shakespeare, "--shape", "debug", "--max-steps", "40", "--out",
                        tmp_path / "run", "--quiet", "--set", "learning_rate=1e12", "--set", "min_learning_rate=0",
                        "--set", "grad_clip=0", "--set", "warmup_steps=0", "--set", "eval_interval=5")
     assert code == 1, err
@@ -142,11 +142,65 @@ def test_config_validation_and_files(tmp_path):
     assert (config.data, config.batch_size, config.max_steps, config.learning_rate) == ("somewhere", 7, 500, 2e-3)
     assert config.model == {"n_layer": 3, "d_model": 48}
     toml = tmp_path / "run.toml"
-    toml.write_text('preset = "debug"\nseed = 3\n')
+    toml.write_text('shape = "debug"\nseed = 3\n')
     assert build_config(toml).seed == 3
     path.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="run.yaml: not valid YAML"):
         build_config(path)
+
+
+def test_preset_is_read_as_the_old_name_of_shape(tmp_path, monkeypatch, cli):
+    """Issue 20: the field ``preset`` became ``shape`` (a random-weight model shape, not a checkpoint).
+
+    Old config files, ``--set preset=``, ``lmlab train --preset`` and run folders still read; the old and the
+    new name disagreeing in one place is refused naming both.
+    """
+    import argparse
+
+    import lmlab.training.trainer
+    from lmlab.cli import build_parser
+    from lmlab.training.trainer import Trainer
+
+    assert "preset" not in TrainConfig().to_dict() and TrainConfig(shape="debug").shape == "debug"
+    assert TrainConfig.from_dict({"preset": "debug"}).shape == "debug"
+    assert TrainConfig.from_dict({"preset": "debug", "shape": "debug"}).shape == "debug"
+    with pytest.raises(ConfigError, match=r"preset \('debug'\) and shape \('gpt2-small'\) disagree"):
+        TrainConfig.from_dict({"preset": "debug", "shape": "gpt2-small"})
+    old = tmp_path / "old.yaml"
+    old.write_text("preset: debug\nseed: 3\n")
+    assert (build_config(old).shape, build_config(old).seed) == ("debug", 3)
+    assert build_config(old, shape="llama-small").shape == "llama-small"  # a later source wins, as always
+    assert build_config(old, ["shape=llama-small"]).shape == "llama-small"
+    assert build_config(overrides=["preset=gpt2-small"]).shape == "gpt2-small"
+    toml = tmp_path / "old.toml"
+    toml.write_text('preset = "debug"\n')
+    assert build_config(toml).shape == "debug"
+    old.write_text("preset: debug\nshape: gpt2-small\n")
+    with pytest.raises(ConfigError, match=r"old.yaml: preset \('debug'\) and shape \('gpt2-small'\) disagree"):
+        build_config(old)
+    with pytest.raises(ConfigError, match=r"--set: preset .* and shape .* disagree"):
+        build_config(overrides=["preset=debug", "shape=gpt2-small"])
+
+    # A run folder written before the rename resumes with its shape.
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = TrainConfig(data="somewhere", shape="debug", seed=5).to_dict()
+    saved["preset"] = saved.pop("shape")
+    (run / "config.json").write_text(json.dumps({"train": saved, "model": {"family": "transformer"}}))
+    resumed = Trainer(TrainConfig(), run, resume=True).config
+    assert (resumed.shape, resumed.seed) == ("debug", 5)
+
+    # lmlab train: --shape, and --preset as its hidden old name.
+    train_parser = next(a for a in build_parser()._actions
+                        if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    text = train_parser.format_help()
+    assert "--shape" in text and "not a checkpoint" in text and "--preset" not in text
+    chosen = []
+    monkeypatch.setattr(lmlab.training.trainer, "train", lambda config, *a, **k: chosen.append(config) or {})
+    for option in ("--shape", "--preset"):
+        code, _, err = cli("train", "--data", "somewhere", option, "llama-small", "--out", tmp_path / "new")
+        assert code == 0, err
+    assert [c.shape for c in chosen] == ["llama-small", "llama-small"]
 
 
 def test_evaluation_metrics_are_consistent(trained, shakespeare, baselines, tmp_path):
@@ -168,14 +222,14 @@ def test_evaluation_metrics_are_consistent(trained, shakespeare, baselines, tmp_
 
 
 def test_checkpoint_that_does_not_match_the_model_is_refused(trained):
-    from lmlab.models.transformer import build_transformer, preset
+    from lmlab.models.transformer import build_transformer, shape
     from lmlab.runs.checkpoint import find_checkpoint, load_checkpoint
 
     run, _ = trained
-    other = build_transformer(preset("debug", vocab_size=67, n_layer=3))
+    other = build_transformer(shape("debug", vocab_size=67, n_layer=3))
     with pytest.raises(ConfigError, match="does not match the model: missing blocks_2"):
         load_checkpoint(find_checkpoint(run), other)
-    wider = build_transformer(preset("debug", vocab_size=67, d_model=48))
+    wider = build_transformer(shape("debug", vocab_size=67, d_model=48))
     with pytest.raises(ConfigError, match="shape mismatch"):
         load_checkpoint(find_checkpoint(run), wider)
 
@@ -240,7 +294,7 @@ from lmlab.generate.decoder import generate_ids, generate_uncached
 from lmlab.generate.samplers import SamplerConfig
 assert keras.backend.backend() == "jax"
 # The `trained` run's budget (LEARN), so that it has to beat the unigram too.
-result = train(TrainConfig(data=sys.argv[1], preset="debug", batch_size=8, max_steps=300, warmup_steps=5,
+result = train(TrainConfig(data=sys.argv[1], shape="debug", batch_size=8, max_steps=300, warmup_steps=5,
                            eval_interval=100, eval_batches=2, log_interval=10, learning_rate=1e-2,
                            min_learning_rate=1e-3, model={"style": "llama", "n_kv_head": 1}),
                sys.argv[2], log=lambda m: None)
@@ -265,13 +319,13 @@ def test_graph_and_xla_steps_agree():
     import keras
     import tensorflow as tf
 
-    from lmlab.models.transformer import build_transformer, preset
+    from lmlab.models.transformer import build_transformer, shape
     from lmlab.training.steps import Stepper, use_xla
 
     assert use_xla("xla", "mixed_bfloat16") and not use_xla("graph") and use_xla("auto", "float32")
     if not tf.config.list_physical_devices("GPU"):
         assert not use_xla("auto", "mixed_bfloat16")  # XLA's CPU backend has no bfloat16 matmuls
-    config = preset("debug", vocab_size=20, block_size=8, dropout=0.0)
+    config = shape("debug", vocab_size=20, block_size=8, dropout=0.0)
     tokens = np.random.default_rng(0).integers(0, 20, (1, 4, 9)).astype(np.int32)
     losses = []
     for jit in (True, False):

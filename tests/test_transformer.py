@@ -25,13 +25,13 @@ from lmlab.core.errors import ConfigError
 from lmlab.layers.normalization import RMSNorm
 from lmlab.layers.rotary import RotaryEmbedding
 from lmlab.models.transformer import (
-    PRESETS,
+    SHAPES,
     TransformerConfig,
     TransformerLM,
     build_transformer,
     count_parameters,
     estimate_flops_per_token,
-    preset,
+    shape,
 )
 
 # Keras's TensorFlow backend converts tensors with a NumPy 1 style __array__; not ours to fix.
@@ -359,35 +359,35 @@ def test_config_errors_name_field_and_value(fields, message):
     assert message in str(error.value)
 
 
-def test_config_errors_for_keys_and_presets():
+def test_config_errors_for_keys_and_shapes():
     with pytest.raises(ConfigError, match="unknown TransformerConfig field\\(s\\): n_embd, wat"):
         TransformerConfig.from_dict({"vocab_size": VOCAB, "n_embd": 3, "wat": 1})
     with pytest.raises(ConfigError, match="vocab_size is required"):
         TransformerConfig.from_dict({"n_layer": 2})
     with pytest.raises(ConfigError, match="unknown TransformerConfig field\\(s\\): n_embd"):
         tiny_config("gpt2").replace(n_embd=3)
-    with pytest.raises(ConfigError, match="known presets: debug, shakespeare-char, gpt2-small, llama-small"):
-        preset("gpt5", vocab_size=VOCAB)
+    with pytest.raises(ConfigError, match="known shapes: debug, shakespeare-char, gpt2-small, llama-small"):
+        shape("gpt5", vocab_size=VOCAB)
     with pytest.raises(ConfigError, match="needs vocab_size"):
-        preset("debug")
+        shape("debug")
     with pytest.raises(ConfigError, match="unknown TransformerConfig field\\(s\\): layers"):
-        preset("debug", vocab_size=VOCAB, layers=3)
+        shape("debug", vocab_size=VOCAB, layers=3)
     with pytest.raises(ConfigError, match="max_length=12"):
         model_for("gpt2").init_cache(1, BLOCK + 1)
 
 
-def test_presets():
-    assert list(PRESETS)[0] == "debug"
-    debug = preset("debug", vocab_size=VOCAB, dropout=0.1)
+def test_shapes():
+    assert list(SHAPES)[0] == "debug"
+    debug = shape("debug", vocab_size=VOCAB, dropout=0.1)
     assert (debug.n_layer, debug.n_head, debug.d_model, debug.block_size, debug.style,
             debug.dropout) == (2, 2, 32, 32, "gpt2", 0.1)
-    shakespeare = preset("shakespeare-char", vocab_size=65)
+    shakespeare = shape("shakespeare-char", vocab_size=65)
     assert (shakespeare.n_layer, shakespeare.n_head, shakespeare.d_model,
             shakespeare.block_size) == (4, 4, 128, 64)
-    llama = preset("llama-small", vocab_size=32000)
+    llama = shape("llama-small", vocab_size=32000)
     assert (llama.style, llama.n_kv_head, llama.d_ff, llama.bias) == ("llama", 2, 1376, False)
-    for name in PRESETS:
-        assert preset(name, vocab_size=VOCAB).vocab_size == VOCAB
+    for name in SHAPES:
+        assert shape(name, vocab_size=VOCAB).vocab_size == VOCAB
 
 
 # ---------------------------------------------------------------------------
@@ -410,7 +410,7 @@ def test_parameter_count_matches_weights_and_closed_form(style, tied, bias):
 
 
 def test_gpt2_small_parameter_count():
-    config = preset("gpt2-small", vocab_size=50257)
+    config = shape("gpt2-small", vocab_size=50257)
     assert count_parameters(config) == 124_439_808  # GPT-2 124M, tied embeddings
     assert count_parameters(config, non_embedding=True) == 123_653_376  # nanoGPT's "123.65M"
     # Hand count: wte V*d + wpe 1024*d + 12 blocks * (2 LN + qkv + o + fc + proj) + ln_f.
@@ -424,7 +424,7 @@ def test_flops_per_token():
     n = model.num_parameters(non_embedding=True)
     assert model.flops_per_token() == 6 * n + 12 * 2 * 3 * 12 * BLOCK
     assert model.flops_per_token(seq_len=5) == 6 * n + 12 * 2 * 3 * 12 * 5
-    gpt2_small = preset("gpt2-small", vocab_size=50257)
+    gpt2_small = shape("gpt2-small", vocab_size=50257)
     assert estimate_flops_per_token(gpt2_small) == 6 * 123_653_376 + 12 * 12 * 12 * 64 * 1024
     assert estimate_flops_per_token(gpt2_small) == 855_166_464
 

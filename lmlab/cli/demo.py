@@ -54,7 +54,7 @@ def run_demo(out="runs/demo", text: str | None = None, steps: int = 2000, say=pr
         resume = (run / "config.json").exists()
         say(f"2/4 train: nanoGPT's CPU Shakespeare recipe for {steps:,} steps -> {run}"
             + (" (resuming)" if resume else ""))
-        config = TrainConfig(data=str(out / "data"), preset="shakespeare-char", max_steps=steps,
+        config = TrainConfig(data=str(out / "data"), shape="shakespeare-char", max_steps=steps,
                              warmup_steps=min(100, steps - 1), eval_interval=max(steps // 4, 1))
         train(config, run, resume=resume, progress=progress, log=lambda m: say("    " + m))
     result = evaluate_run(run, split="valid")

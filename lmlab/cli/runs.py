@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from lmlab.cli.common import dtype_option, log, log_unless_quiet, progress_on, run_output_options
+from lmlab.cli.common import (MODEL_HELP, RUNLESS, dtype_option, load_artefact, log, log_unless_quiet, progress_on,
+                               refuse, run_output_options)
 from lmlab.core.errors import ConfigError
 
 
@@ -18,8 +19,10 @@ def add_commands(commands) -> None:
     p.add_argument("--data", help="a folder made by lmlab prepare")
     p.add_argument("--model", help="model family: transformer (default), rnn, gated_cnn (alias cnn), "
                    "encoder (masked LM, alias bert)")
-    p.add_argument("--preset", help="model preset, e.g. debug, shakespeare-char; transformer: gpt2-small, "
-                   "llama-small; rnn, gated_cnn: wikitext2")
+    p.add_argument("--shape", help="model shape (random initial weights; not a checkpoint — to start from weights "
+                   "use lmlab import or lmlab finetune): e.g. debug, shakespeare-char; transformer: gpt2-small, "
+                   "llama-small; rnn, gated_cnn: wikitext2; encoder: small, bert-base, roberta-base")
+    p.add_argument("--preset", dest="shape", help=argparse.SUPPRESS)  # the old name of --shape, still accepted
     p.add_argument("--max-steps", type=int, help="optimizer steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--out", help="run folder to create")
@@ -46,9 +49,9 @@ def add_commands(commands) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, help="the lmlab command and its options")
     p.set_defaults(func=cmd_launch)
 
-    p = commands.add_parser("eval", help="perplexity and bits per byte of a run's model")
-    p.add_argument("run")
-    p.add_argument("--split", default="test", help="split of the run's data (default test)")
+    p = commands.add_parser("eval", help="perplexity and bits per byte of a run's model (or of any model on --text)")
+    p.add_argument("run", help=MODEL_HELP)
+    p.add_argument("--split", default="test", help="split of the run's data (default test); other models: --text")
     p.add_argument("--text", help="score this UTF-8 text file instead")
     p.add_argument("--stride", type=int, help="sliding-window stride (default: the block size)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -56,11 +59,11 @@ def add_commands(commands) -> None:
     run_output_options(p, quiet=True)
     p.set_defaults(func=cmd_eval)
 
-    p = commands.add_parser("generate", help="generate text from a run's model (KV cache)")
-    p.add_argument("run")
+    p = commands.add_parser("generate", help="generate text from a run's model (KV cache) or any lmlab.load model")
+    p.add_argument("run", help=MODEL_HELP)
     p.add_argument("--prompt", action="append", help="prompt text; repeat for a batch")
     p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
+    p.add_argument("--temperature", type=float, help="0 for greedy (default 0.8)")  # unset: an n-gram takes none
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
@@ -96,7 +99,7 @@ def cmd_train(args) -> int:
     else:
         if not args.out:
             raise ConfigError("give --out RUN (a new run folder) or --resume RUN")
-        config = build_config(args.config, args.set, data=args.data, family=args.model, preset=args.preset,
+        config = build_config(args.config, args.set, data=args.data, family=args.model, shape=args.shape,
                               max_steps=args.max_steps, skip_bad_batches=args.skip_bad_batches or None,
                               distribute=args.distribute, mesh=args.mesh)
         run = args.out
@@ -116,9 +119,21 @@ def cmd_launch(args) -> int:
 def cmd_eval(args) -> int:
     from lmlab.evaluation.perplexity import evaluate_run
 
-    result = evaluate_run(args.run, split=args.split, text_file=args.text, stride=args.stride,
-                          batch_size=args.batch_size, checkpoint=args.checkpoint,
-                          progress=progress_on(args), dtype=args.dtype)
+    def check(kind):
+        if args.text is None and kind == "finetuned":
+            return False  # a fine-tuned folder names its base run's prepared data: evaluated as a run, as before
+        if args.text is None:
+            raise refuse(args.run, kind, f"--split {args.split}", "it has no prepared data; give --text FILE")
+        if args.stride is not None and kind in RUNLESS:
+            raise refuse(args.run, kind, "--stride", "it scores whole lines, or windows of its own")
+
+    lm = load_artefact(args, check)
+    if lm is None:
+        result = evaluate_run(args.run, split=args.split, text_file=args.text, stride=args.stride,
+                              batch_size=args.batch_size, checkpoint=args.checkpoint,
+                              progress=progress_on(args), dtype=args.dtype)
+    else:
+        result = _eval_artefact(lm, args)
     if args.json:
         print(json.dumps(result))
     elif "masked_accuracy" in result:  # an encoder: lmlab.evaluation.masked
@@ -126,9 +141,27 @@ def cmd_eval(args) -> int:
               f"{result['masked_loss']:.4f}, masked accuracy {result['masked_accuracy']:.4f}, pseudo-perplexity "
               f"{result['pseudo_perplexity']:.3f} over {result['pseudo_tokens']:,} tokens ({result['note']})")
     else:
-        print(f"{result['source']} ({result['tokens']:,} tokens, {result['checkpoint']}): loss {result['loss']:.4f}, "
-              f"perplexity {result['perplexity']:.3f}, bits per byte {result['bits_per_byte']:.4f} ({result['dtype']})")
+        print(f"{result['source']} ({result['tokens']:,} tokens, {result['checkpoint'] or result['kind']}): loss "
+              f"{result['loss']:.4f}, perplexity {result['perplexity']:.3f}, bits per byte "
+              f"{result['bits_per_byte']:.4f} ({result['dtype']})")
     return 0
+
+
+def _eval_artefact(lm, args) -> dict:
+    """``lmlab eval --text`` of a model that is not a run folder, through ``lmlab.load``'s object: the keys of
+    ``evaluate_run``'s answer (``checkpoint`` None where the model has none) and ``kind``."""
+    from lmlab.core.io import read_text
+    from lmlab.runs.load import stored_dtype
+
+    run = getattr(lm, "run", None)
+    text = read_text(args.text, "text file")
+    envelope = {"run": str(args.run), "kind": lm.kind, "source": str(args.text)}
+    if run is not None:
+        envelope.update(checkpoint=run.checkpoint.name, step=run.step, dtype=args.dtype or stored_dtype(run.config))
+    else:  # an ARPA file, an n-gram folder or a SavedModel: one set of float32 numbers, no checkpoints
+        envelope.update(checkpoint=None, step=getattr(lm, "info", {}).get("step"), dtype="float32")
+    return {**envelope, "block_size": getattr(lm, "block_size", None), "stride": None,
+            **lm.perplexity(text, args.stride, args.batch_size)}
 
 
 def cmd_generate(args) -> int:
@@ -136,9 +169,21 @@ def cmd_generate(args) -> int:
     from lmlab.generate.samplers import SamplerConfig
     from lmlab.runs.load import load_run
 
-    run = load_run(args.run, args.checkpoint, dtype=args.dtype)
-    sampler = SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    def check(kind):
+        given = [name for name, value, unset in (("--temperature", args.temperature, None), ("--top-k", args.top_k, 0),
+                                                 ("--top-p", args.top_p, 1.0)) if value != unset]
+        if given and kind in ("arpa", "ngram"):
+            raise refuse(args.run, kind, ", ".join(given), "an n-gram samples its own distribution")
+        if "--top-p" in given and kind == "savedmodel":
+            raise refuse(args.run, kind, "--top-p", "its generate signature samples with temperature and top-k only")
+
+    lm = load_artefact(args, check)
     prompts = args.prompt or [""]
+    temperature = 0.8 if args.temperature is None else args.temperature
+    if lm is not None and not hasattr(lm, "run"):  # an ARPA file, n-gram folder or SavedModel: its own sampler
+        return _generate_artefact(lm, args, prompts, temperature)
+    run = lm.run if lm is not None else load_run(args.run, args.checkpoint, dtype=args.dtype)
+    sampler = SamplerConfig(temperature=temperature, top_k=args.top_k, top_p=args.top_p)
     stream = None
     if len(prompts) == 1 and not args.json:
         print(prompts[0], end="", flush=True)
@@ -152,6 +197,20 @@ def cmd_generate(args) -> int:
     else:
         for prompt, output in zip(prompts, outputs):
             print(f"{prompt}{output}\n")
+    return 0
+
+
+def _generate_artefact(lm, args, prompts, temperature: float) -> int:
+    """``lmlab generate`` through ``lmlab.load``'s object, printed as for a run (without streaming)."""
+    sampling = {} if lm.family == "ngram" else {"temperature": temperature, "top_k": args.top_k}  # n-grams: their own
+    outputs = lm.generate(prompts, args.max_new_tokens, seed=args.seed, **sampling)
+    if args.json:
+        print(json.dumps([{"prompt": p, "completion": o} for p, o in zip(prompts, outputs)], ensure_ascii=False))
+        return 0
+    space = " " if lm.family == "ngram" else ""  # words: the completion starts a new one
+    end = "" if len(prompts) == 1 else "\n"  # one prompt prints as a streamed one ends
+    for prompt, output in zip(prompts, outputs):
+        print(f"{prompt}{space if prompt and output else ''}{output}{end}")
     return 0
 
 

@@ -4,20 +4,22 @@ n-best rescoring (WER/CER), and lm-evaluation-harness tasks."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sys
 
-from lmlab.cli.common import CHECKPOINT_HELP, dtype_option, log, log_unless_quiet, progress_on, run_output_options
+from lmlab.cli.common import (CHECKPOINT_HELP, MODEL_HELP, RUNLESS, dtype_option, load_artefact, log,
+                               log_unless_quiet, progress_on, refuse, run_output_options)
 from lmlab.core.errors import ConfigError
 
 
 def add_commands(commands) -> None:
     p = commands.add_parser("score", help="log-probability, token count and perplexity of each line (JSONL out)",
-                            description="Scores each line of FILE (or stdin: -) with a run's model and writes one "
-                            "JSON record per line, in order: the chain rule after the end token for decoders, "
-                            "back-off probabilities for n-grams, the pseudo-log-likelihood for masked LMs "
-                            "(docs/scoring.md). Bad lines get a record with 'error' instead of a score.")
-    p.add_argument("run")
+                            description="Scores each line of FILE (or stdin: -) with a run's model (or any model "
+                            "lmlab.load reads) and writes one JSON record per line, in order: the chain rule after "
+                            "the end token for decoders, back-off probabilities for n-grams, the pseudo-log-likelihood "
+                            "for masked LMs (docs/scoring.md). Bad lines get a record with 'error' instead of a score.")
+    p.add_argument("run", help=MODEL_HELP)
     p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text, one item per line; - for stdin")
     p.add_argument("--field", help="each line is a JSON object: score this field")
     p.add_argument("--tokens", action="store_true", help="also each token and its log-probability")
@@ -84,8 +86,18 @@ def cmd_score(args) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    run = load_run(args.run, args.checkpoint, dtype=args.dtype)
-    scorer = scorer_for(run, args.batch_size, args.stride)
+
+    def check(kind):
+        if args.stride is not None and kind in RUNLESS:
+            raise refuse(args.run, kind, "--stride", "it scores each line whole")
+
+    lm = load_artefact(args, check)
+    if lm is None or hasattr(lm, "run"):  # a run, or an import or fine-tune scored through its run
+        run = lm.run if lm is not None else load_run(args.run, args.checkpoint, dtype=args.dtype)
+        scorer = scorer_for(run, args.batch_size, args.stride)
+        method = scorer.method
+    else:
+        scorer, method = None, "backoff" if lm.family == "ngram" else "chain"
     say = log_unless_quiet(args)
     with contextlib.ExitStack() as stack:
         if args.input == "-":
@@ -98,16 +110,32 @@ def cmd_score(args) -> int:
             total = count_lines(args.input)
         out = stack.enter_context(atomic_open(args.out, "w", encoding="utf-8")) if args.out else sys.stdout
         counts = {"lines": 0, "errors": 0, "empty": 0, "windowed": 0}
-        for record in score_lines(scorer, read_lines(source, args.field), args.tokens, progress_on(args), total):
+        lines = read_lines(source, args.field)
+        records = (score_lines(scorer, lines, args.tokens, progress_on(args), total) if scorer is not None
+                   else _model_records(lm, lines, args.tokens, args.batch_size))
+        for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             counts["lines"] += 1
             counts["errors"] += "error" in record
             counts["empty"] += record.get("error") == "empty line"
             counts["windowed"] += "windows" in record
-    say(f"scored {counts['lines'] - counts['errors']:,} of {counts['lines']:,} lines by {scorer.method} "
+    say(f"scored {counts['lines'] - counts['errors']:,} of {counts['lines']:,} lines by {method} "
         f"({counts['errors']:,} error records, {counts['empty']:,} of them empty lines; {counts['windowed']:,} "
         "longer than the context, scored in windows)" + (f"; wrote {args.out}" if args.out else ""))
     return 0
+
+
+def _model_records(lm, lines, tokens: bool, batch_size: int):
+    """``score_lines`` for a model without a run (ARPA file, n-gram folder, SavedModel): ``lm.score``'s records,
+    numbered as the lines are, with the lines that cannot be read as their error records."""
+    from lmlab.evaluation.score import CHUNK_LINES
+
+    lines = iter(lines)
+    while chunk := list(itertools.islice(lines, CHUNK_LINES)):  # a chunk at a time: constant memory
+        scored = iter(lm.score([line.text for line in chunk if line.error is None], tokens, batch_size))
+        for line in chunk:
+            yield ({"line": line.number, "text": line.text, "error": line.error} if line.error is not None
+                   else {**next(scored), "line": line.number})
 
 
 def cmd_eval_pairs(args) -> int:

@@ -52,7 +52,7 @@ class PlannedRun:
         if not self.neural:
             return f"{c.family} order {c.model.get('order', 5)}: counted in one pass over the training split"
         limit = f"up to {c.max_seconds:,.0f} s, " if c.max_seconds else ""
-        return (f"{c.family} {c.preset}: {self.parameters:,} parameters, {self.flops_per_token:,} FLOPs/token; "
+        return (f"{c.family} {c.shape}: {self.parameters:,} parameters, {self.flops_per_token:,} FLOPs/token; "
                 f"{limit}{c.max_steps:,} steps x {self.tokens_per_step:,} tokens = "
                 f"{c.max_steps * self.tokens_per_step:,} tokens")
 
@@ -83,7 +83,7 @@ def _resolve(experiment: Experiment, run: RunSpec, vocab: int, longest_shard: in
                                  seed=run.seed)
         return PlannedRun(run, config, 0, 0, 0)
     with at(f"{place}.model"):
-        model = check_model(run.family, fields.get("preset", TrainConfig.preset), fields.get("model") or {}, vocab)
+        model = check_model(run.family, fields.get("shape", TrainConfig.shape), fields.get("model") or {}, vocab)
     module = registry.family(run.family).load()
     parameters = int(module.count_parameters(model))
     flops_per_token = int(estimate_flops_per_token(module, model))

@@ -100,7 +100,7 @@ class Plan:
 
     def train_command(self, data: str, out: str = "runs/planned") -> str:
         options = " ".join(f"--set model.{k}={v}" for k, v in self.shape.overrides().items())
-        return (f"lmlab train --data {data} --preset shakespeare-char {options} --set batch_size={self.batch_size} "
+        return (f"lmlab train --data {data} --shape shakespeare-char {options} --set batch_size={self.batch_size} "
                 f"--set warmup_steps={self.warmup_steps} --max-steps {self.steps} --out {out}")
 
 

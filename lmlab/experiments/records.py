@@ -62,6 +62,14 @@ def train_rate(folder) -> float | None:
     return statistics.median(rates) if rates else None
 
 
+def read_record(path) -> dict:
+    """A ``done.json`` record; one written before ``preset`` was renamed ``shape`` is read with ``shape``."""
+    record = read_json(path, "run record")
+    if isinstance(record, dict) and "preset" in record and "shape" not in record:
+        record = {("shape" if k == "preset" else k): v for k, v in record.items()}
+    return record
+
+
 def make_record(experiment: str, planned, folder, trained: dict, evaluation: dict,
                 finetuned: dict | None = None) -> dict:
     """The ``done.json`` record of one run (``finetuned``: the finetune stage's record, if any)."""
@@ -73,17 +81,17 @@ def make_record(experiment: str, planned, folder, trained: dict, evaluation: dic
         tokens = int(trained["tokens_seen"])
         wall = float(trained.get("elapsed_s") or 0.0)
         history = read_history(folder, planned.tokens_per_step)
-        preset = planned.config.preset
+        shape = planned.config.shape
     else:  # counted once over the training split: one validation point
         tokens = int(trained["tokens_seen"])
         wall = float(trained["wall_s"])
         history = [{"step": 0, "tokens": tokens, "elapsed_s": wall, "val_loss": trained["val_loss"]}] \
             if trained.get("val_loss") is not None else []
-        preset = f"order {config['model'].get('order', 5)}"
+        shape = f"order {config['model'].get('order', 5)}"
     flops_per_token = int(config.get("flops_per_token", 0))
     return {
         "experiment": experiment, "id": spec.id, "key": spec.key, "name": spec.name, "family": planned.config.family,
-        "preset": preset, "seed": spec.seed, "grid": spec.grid, "budget": spec.budget.describe(),
+        "shape": shape, "seed": spec.seed, "grid": spec.grid, "budget": spec.budget.describe(),
         "parameters": int(trained.get("parameters") or config.get("parameters") or 0),
         "flops_per_token": flops_per_token, "steps": int(trained.get("step", 0)),
         "tokens_per_step": planned.tokens_per_step, "tokens_seen": tokens, "training_flops": flops_per_token * tokens,

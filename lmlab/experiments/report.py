@@ -96,7 +96,7 @@ def accuracy_comparison(rows: list[dict], manifest: dict, split: str, finetune: 
              f"{config.get('batch_size', '?')}, pooling {(finetune or {}).get('pooling', 'auto')}; higher is better):",
              ""]
     for place, row in enumerate(ranked, 1):
-        text = (f"{place}. `{row['key']}` ({row['family']} {row['preset']}, {row.get('finetune_pooling')} pooling): "
+        text = (f"{place}. `{row['key']}` ({row['family']} {row['shape']}, {row.get('finetune_pooling')} pooling): "
                 f"{row['finetune_accuracy']:.2f}% accuracy, macro-F1 {row['finetune_macro_f1']:.2f}%")
         text += " — the best" if row is best else (f" — {row['finetune_accuracy'] - best['finetune_accuracy']:+.2f} "
                                                      "points against the best")
@@ -120,7 +120,7 @@ def masked_comparison(rows: list[dict], manifest: dict, split: str) -> list[str]
     lines = ["## Ranking", "", f"By {split} masked-LM loss (lower is better; comparable only between encoders with the "
              "same tokenizer and masking settings, as here):", ""]
     for place, row in enumerate(ranked, 1):
-        lines.append(f"{place}. `{row['key']}` ({row['family']} {row['preset']}): masked loss "
+        lines.append(f"{place}. `{row['key']}` ({row['family']} {row['shape']}): masked loss "
                      f"{row['eval_masked_loss']:.4f}, masked accuracy {row['eval_masked_accuracy']:.2f}%.")
     lines += ["", "## What each budget bought", ""]
     train_tokens = manifest["splits"]["train"]["tokens"]
@@ -152,7 +152,7 @@ def comparison(rows: list[dict], manifest: dict, split: str) -> list[str]:
     best = ranked[0]
     lines = ["## Ranking", "", f"By {split} bits per byte (lower is better):", ""]
     for place, row in enumerate(ranked, 1):
-        text = (f"{place}. `{row['key']}` ({row['family']} {row['preset']}): {row['eval_bits_per_byte']:.4f} bits/byte, "
+        text = (f"{place}. `{row['key']}` ({row['family']} {row['shape']}): {row['eval_bits_per_byte']:.4f} bits/byte, "
                 f"perplexity {row['eval_perplexity']:.2f}")
         if row is best:
             text += " — the best"

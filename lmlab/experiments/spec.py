@@ -12,11 +12,11 @@ An experiment is a YAML mapping (see ``experiments/*.yaml`` and the README)::
     grid: {learning_rate: [1e-3, 3e-3]}   # optional, crossed with every run
     finetune: {task: classify, train: ..., test: ..., steps: 200}   # optional: accuracy after fine-tuning
     runs:
-      - {name: lstm, family: rnn, preset: wikitext2, dropout: ...}
-      - {name: bert, family: encoder, preset: small}   # masked-LM pretraining; needs finetune beside decoders
+      - {name: lstm, family: rnn, shape: wikitext2, dropout: ...}
+      - {name: bert, family: encoder, shape: small}   # masked-LM pretraining; needs finetune beside decoders
 
 This module parses and checks the file without the data (field names,
-families, presets, model overrides, budget shape, sources to prepare) and
+families, shapes, model overrides, budget shape, sources to prepare) and
 expands grids and seeds into :class:`RunSpec` items. What needs the data
 (vocabulary, steps from a budget) is resolved in :mod:`lmlab.experiments.budget`.
 Every problem is a :class:`~lmlab.core.errors.ConfigError` that names the file, the
@@ -41,7 +41,7 @@ from lmlab.experiments.fields import as_mapping, at, check_known, expand_path, p
 from lmlab.experiments.finetune import check_run_for_finetune, parse_finetune
 from lmlab.models import registry
 from lmlab.models.ngram.model import NGramConfig
-from lmlab.training.config import TrainConfig
+from lmlab.training.config import RENAMED, TrainConfig, upgrade_fields
 
 TOP_KEYS = ("name", "description", "data", "prepare", "budget", "train", "seeds", "repeats", "evaluate", "grid",
             "finetune", "runs")
@@ -57,7 +57,7 @@ READ_KEYS = ("format", "fields", "doc_sep", "errors", "doc_types")
 CLEAN_KEYS = ("nfkc", "min_chars", "max_chars", "dedup")
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "data")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-ANY_VOCAB = 1 << 16  # stands in for the tokenizer's vocabulary when checking presets before the data exists
+ANY_VOCAB = 1 << 16  # stands in for the tokenizer's vocabulary when checking shapes before the data exists
 
 
 @dataclass(frozen=True)
@@ -202,8 +202,12 @@ def _check_train_fields(data: dict, place: str) -> None:
 
 def _grid(data, place: str) -> dict:
     grid = as_mapping(data, place, "grid")
+    for old, new in RENAMED.items():
+        if old in grid and new in grid:
+            raise ConfigError(f"{place}: a grid over both {old} and {new}; {old} is the old name of {new}: keep {new}")
     for key, values in grid.items():
         name, _, sub = str(key).partition(".")
+        name = RENAMED.get(name, name)  # the run ids keep the name the file gives
         if name not in TRAIN_FIELDS or (sub and name != "model"):
             raise ConfigError(f"{place}: unknown grid field {key!r}: a grid runs over training fields "
                               f"({', '.join(TRAIN_FIELDS)}) or model.FIELD")
@@ -225,6 +229,7 @@ def _label(key: str, value) -> str:
 def _apply(fields: dict, key: str, value) -> dict:
     fields = {**fields, "model": dict(fields.get("model") or {})}
     name, _, sub = key.partition(".")
+    name = RENAMED.get(name, name)
     if name == "model" and sub:
         fields["model"][sub] = value
     elif name == "model":
@@ -234,8 +239,8 @@ def _apply(fields: dict, key: str, value) -> dict:
     return fields
 
 
-def check_model(family_name: str, preset: str, model: dict, vocab_size: int = ANY_VOCAB):
-    """The family's model config for ``preset`` with ``model`` overrides (raises naming a bad field)."""
+def check_model(family_name: str, shape: str, model: dict, vocab_size: int = ANY_VOCAB):
+    """The family's model config for ``shape`` with ``model`` overrides (raises naming a bad field)."""
 
     spec = registry.family(family_name)
     if not spec.neural:
@@ -243,7 +248,7 @@ def check_model(family_name: str, preset: str, model: dict, vocab_size: int = AN
         known = [f.name for f in dataclasses.fields(NGramConfig) if f.name != "family"]
         check_known(options, known, "model", "n-gram field(s)")
         return NGramConfig(**options)
-    return registry.model_config(family_name, preset, vocab_size, model)
+    return registry.model_config(family_name, shape, vocab_size, model)
 
 
 # ------------------------------------------------------------------ parse
@@ -271,18 +276,18 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
     if evaluate["stride"] is not None:
         positive_int(evaluate["stride"], f"{source}: evaluate.stride")
     budget = parse_budget(data.get("budget"), f"{source}: budget")
-    train = as_mapping(data.get("train"), f"{source}: train", "train")
+    train = upgrade_fields(as_mapping(data.get("train"), f"{source}: train", "train"), f"{source}: train")
     _check_train_fields(train, f"{source}: train")
     top_seeds = _parse_seeds(data, source, train.get("seed", TrainConfig.seed), None)
     top_grid = _grid(data.get("grid"), f"{source}: grid")
     entries = data.get("runs")
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{source}: runs must be a non-empty list of runs (family, preset, overrides)")
+        raise ConfigError(f"{source}: runs must be a non-empty list of runs (family, shape, overrides)")
 
     runs: list[RunSpec] = []
     for index, entry in enumerate(entries):
         place = f"{source}: runs[{index}]"
-        entry = as_mapping(entry, place, "a run")
+        entry = upgrade_fields(as_mapping(entry, place, "a run"), place)  # preset: the old name of shape
         check_known(entry, RUN_KEYS + TRAIN_FIELDS, place, "field(s)")
         fields = {**train, **{k: v for k, v in entry.items() if k in TRAIN_FIELDS}}
         family_name = fields.get("family", TrainConfig.family)
@@ -293,7 +298,7 @@ def parse_experiment(data: dict, source: str = "experiment", default_name: str =
         inherited = (train.get("model") or {}) if registry.family(family_name).neural else {}
         fields["model"] = {**inherited, **as_mapping(entry.get("model"), f"{place}.model", "model")}
         run_name = entry.get("name", family_name if not registry.family(family_name).neural
-                             else f"{family_name}-{fields.get('preset', TrainConfig.preset)}")
+                             else f"{family_name}-{fields.get('shape', TrainConfig.shape)}")
         if not isinstance(run_name, str) or not NAME.match(run_name):
             raise ConfigError(f"{place}.name must be letters, digits, '.', '_', '+' or '-', got {run_name!r}")
         place = f"{source}: runs[{index}] ({run_name})"
@@ -342,14 +347,14 @@ def _check_families(runs: list[RunSpec], finetune: dict | None, source: str) -> 
 
 
 def _check_run(fields: dict, budget: Budget, place: str) -> None:
-    """What can be checked before the data exists: fields, family, preset, model overrides, budget."""
+    """What can be checked before the data exists: fields, family, shape, model overrides, budget."""
     if budget.kind in ("tokens", "steps", "flops") and "max_steps" in fields:
         raise ConfigError(f"{place}: max_steps is set by budget.{budget.kind}; remove one of them")
     with at(place):
         # The budget sets max_steps (so warm-up is checked later); a stand-in here checks the other fields.
         TrainConfig(**{**fields, "data": "-", "max_steps": max(fields.get("max_steps", 0), 1 << 30)})
     with at(f"{place}.model"):
-        check_model(fields["family"], fields.get("preset", TrainConfig.preset), fields.get("model") or {})
+        check_model(fields["family"], fields.get("shape", TrainConfig.shape), fields.get("model") or {})
 
 
 def _parse_prepare(data, place: str) -> dict:

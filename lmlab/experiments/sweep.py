@@ -37,11 +37,12 @@ from lmlab.data.shards import MANIFEST, load_manifest
 from lmlab.evaluation.perplexity import evaluate_run
 from lmlab.experiments.budget import PlannedRun, resolve_runs
 from lmlab.experiments.finetune import check_finetuned, run_finetune
-from lmlab.experiments.records import DONE, EVALUATED, TRAINED, make_record
+from lmlab.experiments.records import DONE, EVALUATED, TRAINED, make_record, read_record
 from lmlab.experiments.report import write_report
 from lmlab.experiments.spec import Experiment, expand_path, load_experiment
 from lmlab.experiments.table import duration
 from lmlab.tokenizers.wordpiece import train_wordpiece
+from lmlab.training.config import upgrade_fields
 from lmlab.training.trainer import train
 
 PLAN = "experiment.json"
@@ -76,7 +77,7 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
     if manifest is None:  # a dry run without the data: only what the file alone says
         for run in experiment.runs:
             if run.id in selected:
-                what = (f"{run.family} {run.fields.get('preset', 'shakespeare-char')} ({run.budget.describe()})"
+                what = (f"{run.family} {run.fields.get('shape', 'shakespeare-char')} ({run.budget.describe()})"
                         if run.family != "ngram" else "ngram (counted in one pass, no budget)")
                 log(f"  {run.id}: {what}")
         _log_finetune(experiment, log)
@@ -113,7 +114,7 @@ def run_experiment(experiment, out=None, *, scale: float = 1.0, only=(), data=No
     for run in every:
         path = out / RUNS / run.id / DONE
         if path.exists():
-            records.append(read_json(path, "run record"))
+            records.append(read_record(path))
         else:
             missing.append(run.id)
     report = write_report(out, experiment, records, missing, manifest, scale)
@@ -126,7 +127,7 @@ def execute(experiment: Experiment, run: PlannedRun, folder: Path, progress: boo
     """Train (or resume), evaluate (and fine-tune) one run; return its record. Idempotent."""
 
     if (folder / DONE).exists():
-        return read_json(folder / DONE, "run record")
+        return read_record(folder / DONE)
     trained = _trained(run, folder)
     if trained is None:
         say = lambda message: log("    " + message)  # noqa: E731 - indent the trainer's lines
@@ -199,7 +200,8 @@ def _check_existing(run: PlannedRun, folder: Path) -> None:
     wanted = run.config.to_dict()
     # A field lmlab gained after the run was made counts as its default (what the run used).
     defaults = {f.name: f.default for f in dataclasses.fields(run.config) if f.default is not dataclasses.MISSING}
-    saved = {k: v for k, v in defaults.items() if k in wanted} | read_json(path, "run config").get("train", {})
+    saved_train = upgrade_fields(read_json(path, "run config").get("train", {}), str(path))  # preset: shape's old name
+    saved = {k: v for k, v in defaults.items() if k in wanted} | saved_train
     if Path(saved.get("data", "")).resolve() != Path(wanted["data"]).resolve():
         differ = ["data"]
     else:

@@ -62,7 +62,7 @@ def std(values) -> float | None:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-CSV_COLUMNS = ("experiment", "id", "key", "name", "family", "preset", "seed", "grid", "parameters", "flops_per_token",
+CSV_COLUMNS = ("experiment", "id", "key", "name", "family", "shape", "seed", "grid", "parameters", "flops_per_token",
                "steps", "tokens_seen", "training_flops", "wall_s", "tokens_per_s", "train_tokens_per_s",
                "best_val_loss", "eval_split",
                "eval_loss", "eval_perplexity", "eval_bits_per_byte", "stopped", "budget", "eval_masked_loss",
@@ -126,7 +126,7 @@ def markdown_table(rows: list[dict], split: str, test: str = "test") -> str:
     header += [f"{test} accuracy % (fine-tuned)"] if tuned else []
     lines = ["| " + " | ".join(header + ["seeds"]) + " |", "|" + "---|" * (len(header) + 1)]
     for row in rows:
-        cells = [f"`{row['key']}`", f"{row['family']} {row['preset']}", count(row["parameters"]),
+        cells = [f"`{row['key']}`", f"{row['family']} {row['shape']}", count(row["parameters"]),
                  count(row["flops_per_token"]) if row["flops_per_token"] else "— (counted)", count(row["tokens_seen"]),
                  duration(row["wall_s"]), count(row["tokens_per_s"]), with_std(row, "best_val_loss", 4),
                  with_std(row, "eval_perplexity", 2), with_std(row, "eval_bits_per_byte", 4)]

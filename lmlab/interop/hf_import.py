@@ -37,13 +37,13 @@ FINETUNE_DEFAULTS = dict(max_steps=200, learning_rate=1e-4, min_learning_rate=1e
                          eval_interval=50)
 # Model fields that may differ from the checkpoint's: they change no weight's shape or meaning.
 ADJUSTABLE = ("dropout", "attention", "block_size")
-PRESET = {"gpt2": "gpt2-small", "llama": "llama-small", "bert": "bert-base", "roberta": "roberta-base"}
+SHAPE = {"gpt2": "gpt2-small", "llama": "llama-small", "bert": "bert-base", "roberta": "roberta-base"}
 
 
 def _train_config(model_config, data, settings):
     model = {k: v for k, v in model_config.to_dict().items() if k != "family"}
     config = build_config(None, settings, data=str(Path(data).resolve()) if data else "",
-                          family=model_config.family, preset=PRESET[model_config.style], model=model,
+                          family=model_config.family, shape=SHAPE[model_config.style], model=model,
                           **FINETUNE_DEFAULTS)
     changed = sorted(k for k in set(model) | set(config.model) if config.model.get(k) != model.get(k))
     fixed = [k for k in changed if k not in ADJUSTABLE]

@@ -100,15 +100,15 @@ def build_adaptive(config, stddev: float, seed: int | None, dtype) -> AdaptiveSo
                            name="adaptive_softmax")
 
 
-def preset_config(config_class, family: str, presets: Mapping[str, Mapping[str, Any]], name: str,
+def shape_config(config_class, family: str, shapes: Mapping[str, Mapping[str, Any]], name: str,
                   overrides: Mapping[str, Any]):
-    """A family's preset ``name`` with ``overrides`` as a ``config_class``; ``vocab_size`` must be among them."""
-    if name not in presets:
-        raise ConfigError(f"unknown {family} preset {name!r}; known presets: {', '.join(presets)}")
+    """A family's shape ``name`` with ``overrides`` as a ``config_class``; ``vocab_size`` must be among them."""
+    if name not in shapes:
+        raise ConfigError(f"unknown {family} shape {name!r}; known shapes: {', '.join(shapes)}")
     if "vocab_size" not in overrides:
-        raise ConfigError(f"preset {name!r} needs vocab_size (from the tokenizer), "
-                          f"e.g. preset({name!r}, vocab_size=tokenizer.vocab_size)")
-    return config_class.from_dict({**presets[name], **overrides})
+        raise ConfigError(f"shape {name!r} needs vocab_size (from the tokenizer), "
+                          f"e.g. shape({name!r}, vocab_size=tokenizer.vocab_size)")
+    return config_class.from_dict({**shapes[name], **overrides})
 
 
 def build_built(model_class, config, seed: int | None = None, dummy_length: int = 1, before_build=None, **kwargs):

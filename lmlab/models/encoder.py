@@ -4,7 +4,7 @@ What this module holds, top to bottom:
 
 - :class:`EncoderConfig`: one frozen, validated, JSON-serialisable config, with
   the masked-LM pretraining settings (:mod:`lmlab.data.masking` reads them);
-- :data:`PRESETS` and :func:`preset`: named shapes, each citing what it mirrors;
+- :data:`SHAPES` and :func:`shape`: named shapes, each citing what it mirrors;
 - :func:`count_parameters`: the closed form from the config alone;
 - :class:`BidirectionalSelfAttention`, :class:`EncoderBlock`, :class:`EncoderMLM`;
 - :func:`build_encoder`: a deterministic, built model.
@@ -42,7 +42,7 @@ from keras import ops
 from lmlab.core.errors import ConfigError
 from lmlab.core.records import is_int, is_real
 from lmlab.layers.rotary import apply_rotary, rotary_cos_sin
-from lmlab.models.base import LanguageModel, ModelConfig, build_built, preset_config
+from lmlab.models.base import LanguageModel, ModelConfig, build_built, shape_config
 
 FAMILY = "encoder"
 NORMS = ("post", "pre")
@@ -168,7 +168,7 @@ class EncoderConfig(ModelConfig):
         return "roberta" if self.position_offset else "bert"
 
 
-PRESETS: dict[str, dict[str, Any]] = {
+SHAPES: dict[str, dict[str, Any]] = {
     # A tiny model for tests and smoke runs; no reference, just small and fast.
     "debug": dict(n_layer=2, n_head=2, d_model=32, block_size=32),
     # Small enough to pretrain on 2 CPU cores in minutes: BERT-Mini's width (Turc et al. 2019,
@@ -185,9 +185,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str, **overrides) -> EncoderConfig:
-    """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
-    return preset_config(EncoderConfig, "encoder", PRESETS, name, overrides)
+def shape(name: str, **overrides) -> EncoderConfig:
+    """The config of shape ``name`` with ``overrides``; ``vocab_size`` must be among them."""
+    return shape_config(EncoderConfig, "encoder", SHAPES, name, overrides)
 
 
 def count_parameters(config: EncoderConfig, non_embedding: bool = False) -> int:
@@ -467,5 +467,5 @@ def build_encoder(config: EncoderConfig, seed: int | None = None, **kwargs) -> E
     return build_built(EncoderMLM, config, seed, dummy_length=2, **kwargs)  # two tokens: a softmax over one key makes Keras warn
 
 
-__all__ = ["EncoderBlock", "EncoderConfig", "EncoderMLM", "BidirectionalSelfAttention", "PRESETS",
-           "build_encoder", "count_parameters", "preset"]
+__all__ = ["EncoderBlock", "EncoderConfig", "EncoderMLM", "BidirectionalSelfAttention", "SHAPES",
+           "build_encoder", "count_parameters", "shape"]

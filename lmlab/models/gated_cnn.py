@@ -4,7 +4,7 @@ Gated Convolutional Networks").
 What this module holds, top to bottom:
 
 - :class:`GatedCNNConfig`: one frozen, validated, JSON-serialisable config;
-- :data:`PRESETS` and :func:`preset`: named shapes, each saying what it follows;
+- :data:`SHAPES` and :func:`shape`: named shapes, each saying what it follows;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
   the config alone (no weights allocated);
 - :class:`GatedConvBlock` and :class:`GatedCNNLM`: the model, with cached decoding
@@ -51,7 +51,7 @@ from lmlab.core.records import is_int, is_real
 from lmlab.layers.normalization import RMSNorm
 from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, adaptive_output_parameters,
                                build_adaptive, build_built, check_cache_length, check_output, is_adaptive,
-                               output_flop_weights, preset_config)
+                               output_flop_weights, shape_config)
 
 NORMS = ("layernorm", "rmsnorm", "none")
 FAMILY = "gated_cnn"
@@ -125,20 +125,20 @@ class GatedCNNConfig(ModelConfig):
 
 
 # ---------------------------------------------------------------------------
-# Presets: vocab_size comes from the tokenizer, so every preset needs it as an override.
+# Shapes: vocab_size comes from the tokenizer, so every shape needs it as an override.
 # ---------------------------------------------------------------------------
 
-PRESETS: dict[str, dict[str, Any]] = {
+SHAPES: dict[str, dict[str, Any]] = {
     # A tiny model for tests and smoke runs; no reference, just small and fast.
     "debug": dict(n_layer=2, d_model=32, kernel_size=3, block_size=32),
-    # Word-level WikiText-2 on 2 CPU cores, at the budget of the rnn `wikitext2` preset
+    # Word-level WikiText-2 on 2 CPU cores, at the budget of the rnn `wikitext2` shape
     # (width 256, tied 33k-word softmax, which dominates the 64 MFLOPs per token):
     # 4 blocks of kernel 4 = 4 * 4 * 256 * 512 ~ 2.1M convolution weights and a
     # 13-word receptive field (Dauphin's WikiText-103 models, GCNN-8 and GCNN-14, are deeper
     # and wider; this is what the budget allows). Measured ~1.2k tokens/s on 2 cores (batch
     # 12 x 64), ~2.2M tokens (one epoch) in 30 minutes. Dropout 0.2 against WikiText-2's size.
     "wikitext2": dict(n_layer=4, d_model=256, kernel_size=4, block_size=64, dropout=0.2),
-    # Character-level Tiny Shakespeare, sized like the Transformer's shakespeare-char preset
+    # Character-level Tiny Shakespeare, sized like the Transformer's shakespeare-char shape
     # (nanoGPT's CPU recipe: ~0.8M non-embedding weights, block 64, dropout 0.0): 8 blocks of
     # kernel 4 at width 128 = 8 * 4 * 128 * 256 ~ 1.05M weights and a 25-character
     # receptive field, a few words, which is what a convolution without dilation buys here.
@@ -147,9 +147,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str, **overrides) -> GatedCNNConfig:
-    """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
-    return preset_config(GatedCNNConfig, "gated_cnn", PRESETS, name, overrides)
+def shape(name: str, **overrides) -> GatedCNNConfig:
+    """The config of shape ``name`` with ``overrides``; ``vocab_size`` must be among them."""
+    return shape_config(GatedCNNConfig, "gated_cnn", SHAPES, name, overrides)
 
 
 # ---------------------------------------------------------------------------
@@ -386,12 +386,12 @@ def build_gated_cnn(config: GatedCNNConfig, seed: int | None = None, **kwargs) -
 
 __all__ = [
     "NORMS",
-    "PRESETS",
+    "SHAPES",
     "GatedCNNConfig",
     "GatedCNNLM",
     "GatedConvBlock",
     "build_gated_cnn",
     "count_parameters",
     "estimate_flops_per_token",
-    "preset",
+    "shape",
 ]

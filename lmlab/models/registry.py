@@ -1,4 +1,4 @@
-"""Model families by name: their config class, presets and builder.
+"""Model families by name: their config class, shapes and builder.
 
 Everything that trains, evaluates or generates goes through here, so none of
 it branches on the family. Modules are imported only when a family is used.
@@ -46,8 +46,8 @@ def family(name: str) -> Family:
     return FAMILIES[name]
 
 
-def model_config(family_name: str, preset_name: str, vocab_size: int, overrides: dict | None = None):
-    """A family's preset with the tokenizer's vocabulary size and the user's overrides."""
+def model_config(family_name: str, shape_name: str, vocab_size: int, overrides: dict | None = None):
+    """A family's shape with the tokenizer's vocabulary size and the user's overrides."""
     overrides = dict(overrides or {})
     overrides.setdefault("vocab_size", vocab_size)
     size = overrides["vocab_size"]
@@ -55,7 +55,7 @@ def model_config(family_name: str, preset_name: str, vocab_size: int, overrides:
         raise ConfigError(f"model.vocab_size must be an integer, got {reprlib.repr(size)}")
     if size < vocab_size:
         raise ConfigError(f"model.vocab_size {size} is smaller than the tokenizer's {vocab_size}")
-    return family(family_name).load().preset(preset_name, **overrides)
+    return family(family_name).load().shape(shape_name, **overrides)
 
 
 def config_from_dict(data: dict):

@@ -3,7 +3,7 @@
 What this module holds, top to bottom:
 
 - :class:`RNNConfig`: one frozen, validated, JSON-serialisable config;
-- :data:`PRESETS` and :func:`preset`: named shapes, each saying what it follows;
+- :data:`SHAPES` and :func:`shape`: named shapes, each saying what it follows;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
   the config alone (no weights allocated);
 - :class:`RNNLM`: the model, with state-carrying decoding
@@ -29,7 +29,7 @@ References followed:
   layer starts near uniform. Zaremba's uniform [-0.05, 0.05] (tuned for SGD at
   learning rate 1) gives inputs so small that with AdamW at 1e-3 an LSTM sits on
   the unigram plateau for hundreds of steps: on Tiny Shakespeare (the
-  ``shakespeare-char`` preset, batch 12, 300 steps) the mean train loss of the
+  ``shakespeare-char`` shape, batch 12, 300 steps) the mean train loss of the
   last 50 steps was 2.67 with it and 2.01 with this scaling. The recurrent layers
   keep Keras's Glorot (input) / orthogonal (recurrent) / unit-forget-bias
   initialisation.
@@ -67,7 +67,7 @@ from lmlab.core.errors import ConfigError
 from lmlab.core.records import is_int, is_real
 from lmlab.models.base import (LanguageModel, ModelConfig, OutputHead, Seeds, adaptive_output_parameters,
                                build_adaptive, build_built, check_cache_length, check_output, is_adaptive,
-                               output_flop_weights, preset_config)
+                               output_flop_weights, shape_config)
 
 CELLS = ("lstm", "gru")
 CUDNN_MODES = ("auto", "on", "off")
@@ -161,10 +161,10 @@ class RNNConfig(ModelConfig):
 
 
 # ---------------------------------------------------------------------------
-# Presets: vocab_size comes from the tokenizer, so every preset needs it as an override.
+# Shapes: vocab_size comes from the tokenizer, so every shape needs it as an override.
 # ---------------------------------------------------------------------------
 
-PRESETS: dict[str, dict[str, Any]] = {
+SHAPES: dict[str, dict[str, Any]] = {
     # A tiny model for tests and smoke runs; no reference, just small and fast.
     "debug": dict(cell="lstm", n_layer=2, d_model=32, block_size=32, dropout=0.0),
     # Word-level WikiText-2 (33,278-word vocabulary, 2.1M training tokens) on 2 CPU cores.
@@ -175,7 +175,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # so 30 minutes is ~1.7M tokens, about 0.8 epoch. BPTT 35 as Zaremba; dropout 0.3
     # (between the small model's 0 and the medium's 0.5: data seen about once needs less).
     "wikitext2": dict(cell="lstm", n_layer=2, d_model=256, block_size=35, dropout=0.3),
-    # Character-level Tiny Shakespeare, sized like the Transformer's shakespeare-char preset
+    # Character-level Tiny Shakespeare, sized like the Transformer's shakespeare-char shape
     # (nanoGPT's CPU recipe: ~0.8M non-embedding weights, block 64, dropout 0.0) so the two
     # compare at equal budget: 2 x 256 LSTM = 2 * 4 * (2 * 256 * 256 + 256) ~ 1.05M weights;
     # Karpathy's char-rnn uses 2-3 layers of 128-512 and sequence length 50-100. The step
@@ -184,9 +184,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str, **overrides) -> RNNConfig:
-    """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
-    return preset_config(RNNConfig, "rnn", PRESETS, name, overrides)
+def shape(name: str, **overrides) -> RNNConfig:
+    """The config of shape ``name`` with ``overrides``; ``vocab_size`` must be among them."""
+    return shape_config(RNNConfig, "rnn", SHAPES, name, overrides)
 
 
 # ---------------------------------------------------------------------------
@@ -390,11 +390,11 @@ def build_rnn(config: RNNConfig, seed: int | None = None, **kwargs) -> RNNLM:
 
 __all__ = [
     "CELLS",
-    "PRESETS",
+    "SHAPES",
     "RNNConfig",
     "RNNLM",
     "build_rnn",
     "count_parameters",
     "estimate_flops_per_token",
-    "preset",
+    "shape",
 ]

@@ -3,7 +3,7 @@
 What this module holds, top to bottom:
 
 - :class:`TransformerConfig`: one frozen, validated, JSON-serialisable config;
-- :data:`PRESETS` and :func:`preset`: named shapes, each citing what it mirrors;
+- :data:`SHAPES` and :func:`shape`: named shapes, each citing what it mirrors;
 - :func:`count_parameters` and :func:`estimate_flops_per_token`: closed forms from
   the config alone (no weights allocated);
 - :class:`TransformerBlock` and :class:`TransformerLM`: the model, with KV-cache
@@ -47,7 +47,7 @@ from lmlab.layers.mlp import GeluMLP, SwiGLUMLP
 from lmlab.layers.normalization import RMSNorm
 from lmlab.layers.rotary import check_rope_scaling
 from lmlab.models.base import (LanguageModel, ModelConfig, adaptive_output_parameters, build_adaptive, build_built,
-                               check_output, is_adaptive, output_flop_weights, preset_config)
+                               check_output, is_adaptive, output_flop_weights, shape_config)
 
 STYLES = ("gpt2", "llama")
 FAMILY = "transformer"
@@ -90,7 +90,7 @@ class TransformerConfig(ModelConfig):
     (:mod:`lmlab.layers.adaptive_softmax`; tied, its head's word rows are the embedding's first rows).
 
     :meth:`replace` re-derives the fields that were resolved automatically unless
-    they are overridden too, so ``preset(...).replace(d_model=64)`` gets a
+    they are overridden too, so ``shape(...).replace(d_model=64)`` gets a
     ``d_ff`` that fits.
     """
 
@@ -215,10 +215,10 @@ def _default_d_ff(style: str, d_model: int, multiple_of: int) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Presets: vocab_size comes from the tokenizer, so every preset needs it as an override.
+# Shapes: vocab_size comes from the tokenizer, so every shape needs it as an override.
 # ---------------------------------------------------------------------------
 
-PRESETS: dict[str, dict[str, Any]] = {
+SHAPES: dict[str, dict[str, Any]] = {
     # A tiny model for tests and smoke runs; no reference, just small and fast.
     "debug": dict(style="gpt2", n_layer=2, n_head=2, d_model=32, block_size=32),
     # nanoGPT's README CPU recipe for config/train_shakespeare_char.py:
@@ -238,9 +238,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str, **overrides) -> TransformerConfig:
-    """The config of preset ``name`` with ``overrides``; ``vocab_size`` must be among them."""
-    return preset_config(TransformerConfig, "transformer", PRESETS, name, overrides)
+def shape(name: str, **overrides) -> TransformerConfig:
+    """The config of shape ``name`` with ``overrides``; ``vocab_size`` must be among them."""
+    return shape_config(TransformerConfig, "transformer", SHAPES, name, overrides)
 
 
 # ---------------------------------------------------------------------------
@@ -564,7 +564,7 @@ def build_transformer(config: TransformerConfig, seed: int | None = None, **kwar
 
 
 __all__ = [
-    "PRESETS",
+    "SHAPES",
     "STYLES",
     "TransformerBlock",
     "TransformerConfig",
@@ -572,5 +572,5 @@ __all__ = [
     "build_transformer",
     "count_parameters",
     "estimate_flops_per_token",
-    "preset",
+    "shape",
 ]

@@ -12,6 +12,7 @@ import json
 import math
 import reprlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,8 @@ class TrainConfig(Record):
 
     data: str = ""  # a folder made by lmlab prepare
     family: str = "transformer"  # transformer | rnn | gated_cnn (see lmlab.models.registry)
-    preset: str = "shakespeare-char"
-    model: dict = field(default_factory=dict)  # overrides of the preset's fields
+    shape: str = "shakespeare-char"  # the family's named model shape, randomly initialised (not a checkpoint)
+    model: dict = field(default_factory=dict)  # overrides of the shape's fields
     batch_size: int = 12
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 2000
@@ -56,7 +57,7 @@ class TrainConfig(Record):
     mesh: str = ""  # distribute=model: "batch=B,model=M"; empty: batch=1, model=every device
 
     def __post_init__(self):
-        for name in ("data", "family", "preset", "precision", "compile"):
+        for name in ("data", "family", "shape", "precision", "compile"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {_show(getattr(self, name))}")
         positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "log_interval",
@@ -99,6 +100,34 @@ class TrainConfig(Record):
         if not isinstance(self.model, dict) or not all(isinstance(key, str) for key in self.model):
             raise ConfigError(f"model must be a mapping of model field names to values, got {_show(self.model)}")
 
+    @classmethod
+    def from_dict(cls, data):
+        """As :meth:`Record.from_dict`, reading the old name ``preset`` as ``shape`` (run folders made before it)."""
+        return super().from_dict(upgrade_fields(data))
+
+
+RENAMED = {"preset": "shape"}  # old training field name -> new; old config files and run folders still read
+
+
+def upgrade_fields(data, place: str = ""):
+    """``data`` (a mapping of training fields) with old field names read as the new ones (``preset`` as ``shape``).
+
+    Anything not a mapping passes through for the caller's own check. Both names with different values
+    is a :class:`ConfigError` naming both; the same value under both is that value.
+    """
+    if not isinstance(data, Mapping) or not any(old in data for old in RENAMED):
+        return data
+    data = dict(data)
+    for old, new in RENAMED.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        if new in data and data[new] != value:
+            raise ConfigError(f"{place + ': ' if place else ''}{old} ({_show(value)}) and {new} ({_show(data[new])}) "
+                              f"disagree; {old} is the old name of {new}: give {new} alone")
+        data[new] = value
+    return data
+
 
 def _show(value) -> str:
     """A bounded repr for messages (a YAML alias can make a value's full repr astronomically long)."""
@@ -137,13 +166,18 @@ def load_config_file(path) -> dict:
 
 
 def build_config(file=None, overrides=(), **fields) -> TrainConfig:
-    """Defaults ← file ← keyword fields ← ``key=value`` overrides."""
-    data = load_config_file(file) if file else {}
-    data.update({k: v for k, v in fields.items() if v is not None})
+    """Defaults ← file ← keyword fields ← ``key=value`` overrides.
+
+    Each source may use an old field name (``preset`` for ``shape``): it is read as the new one there,
+    so a later source overrides it as usual; one source giving both, differently, is a :class:`ConfigError`.
+    """
+    data = upgrade_fields(load_config_file(file), str(file)) if file else {}
+    data.update(upgrade_fields({k: v for k, v in fields.items() if v is not None}))
     model = data.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"model must be a mapping of model fields, got {_show(model)}")
     model = dict(model)
+    settings = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -151,7 +185,8 @@ def build_config(file=None, overrides=(), **fields) -> TrainConfig:
         if key.startswith("model."):
             model[key.removeprefix("model.")] = _parse_value(value)
         else:
-            data[key] = _parse_value(value)
+            settings[key] = _parse_value(value)
+    data.update(upgrade_fields(settings, "--set"))
     if model:
         data["model"] = model
     return TrainConfig.from_dict(data)

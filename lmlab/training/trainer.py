@@ -83,7 +83,7 @@ class Trainer:
         self.valid_split = open_split(config.data, "valid") if manifest["splits"]["valid"]["tokens"] else None
         if self.valid_split is None:
             self.log("note: the data has no validation split; evaluation uses the training split")
-        self.model_config = registry.model_config(config.family, config.preset, tokenizer.vocab_size, config.model)
+        self.model_config = registry.model_config(config.family, config.shape, tokenizer.vocab_size, config.model)
         self.placement = placement_for(config, self.model_config)  # before TensorFlow starts: it may split the CPU
         if config.precision == "auto":  # chosen once, at the start; the saved config keeps the choice for resumes
             from lmlab.training.precision import resolve_precision
