@@ -14,7 +14,8 @@ from lmlab.core.errors import ConfigError
 
 def _data_options(args) -> dict:
     options = {}
-    for name in ("format", "text_column", "label_column", "target_field", "limit", "wordnet", "cilin", "neighbours"):
+    for name in ("format", "text_column", "label_column", "target_field", "limit", "doc_sep", "wordnet", "cilin",
+                 "neighbours"):
         value = getattr(args, name, None)
         if value not in (None, ""):
             options[name] = value
@@ -90,7 +91,7 @@ def cmd_lora_export(args) -> int:
     if not is_lora(finetuned.config):
         raise ConfigError(f"{args.folder} was not fine-tuned with LoRA: export it whole with lmlab export")
     result = save_peft_adapter(finetuned.lm, args.out, args.base or finetuned.config["base"]["run"])
-    if finetuned.task != "generate":
+    if finetuned.task not in ("generate", "lm"):
         result["note"] = f"the {finetuned.task} head is not part of a PEFT adapter; it stays in {args.folder}"
     print(json.dumps(result))
     return 0
@@ -188,14 +189,18 @@ def _decode_arguments(p) -> None:
 
 def add_commands(commands) -> None:
     p = commands.add_parser(
-        "finetune", help="fine-tune a run for classification or conditional generation",
+        "finetune", help="fine-tune a run for classification, generation, extractive QA or continued pre-training",
         description="Fine-tune a pretrained run. classify: a head on the language model's pooled states; "
-        "generate: prompt -> completion with the loss on the completion only. The result is a new folder.")
+        "generate: prompt -> completion with the loss on the completion only; span: extractive QA with an encoder; "
+        "lm: continued pre-training of a decoder on a plain-text file (next-token loss over windows of the "
+        "context). The result is a new folder.")
     p.add_argument("run", help="the pretrained run folder")
-    p.add_argument("--task", required=True, choices=("classify", "generate", "span"),
-                   help="span: extractive QA (SQuAD format) with an encoder run")
+    p.add_argument("--task", required=True, choices=("classify", "generate", "span", "lm"),
+                   help="span: extractive QA (SQuAD format) with an encoder run; lm: continued pre-training on "
+                   "UTF-8 plain text (a decoder run)")
     p.add_argument("--train", required=True, help="training file")
-    p.add_argument("--valid", help="validation file (default: hold out --valid-fraction of the training file)")
+    p.add_argument("--valid", help="validation file (default: hold out --valid-fraction of the training file; "
+                   "--task lm: its last documents)")
     p.add_argument("--out", required=True, help="folder for the fine-tuned model")
     p.add_argument("--checkpoint", default="best", help="base run checkpoint: " + CHECKPOINT_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing fine-tuned folder")
@@ -218,6 +223,10 @@ def add_commands(commands) -> None:
     g.add_argument("--truncate-source", action="store_true",
                    help="cut an over-long source (or QA context) to fit the context instead of stopping")
     g.add_argument("--max-new-tokens", type=int, default=0, help="decoding budget (default: longest training target)")
+    g = p.add_argument_group("continued pre-training (--task lm, decoder runs)")
+    g.add_argument("--doc-sep", choices=("blank", "line", "file"),
+                   help="documents of the text, as lmlab data prepare reads it: separated by blank lines (default), "
+                   "one a line, or the whole file one; each is followed by the end token")
     g = p.add_argument_group("extractive QA (--task span, encoder runs)")
     g.add_argument("--doc-stride", type=int, default=0, help="tokens between context windows (default: half a window)")
     g.add_argument("--max-answer-tokens", type=int, default=30, help="longest answer span (default 30)")
@@ -260,7 +269,8 @@ def add_commands(commands) -> None:
     p.add_argument("--checkpoint", default="best", help="best (default) or last")
     p.set_defaults(func=cmd_lora_export)
 
-    p = commands.add_parser("predict", help="labels or completions from a fine-tuned folder")
+    p = commands.add_parser("predict", help="labels or completions from a fine-tuned folder (--task lm: "
+                            "continuations of each text)")
     p.add_argument("folder")
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", help="read inputs from a file (any format finetune reads)")
@@ -271,8 +281,8 @@ def add_commands(commands) -> None:
 
     p = commands.add_parser("evaluate-task", help="score a fine-tuned folder on a test file; writes metrics JSON")
     p.add_argument("folder")
-    p.add_argument("--test", required=True, help="test file")
-    p.add_argument("--task", choices=("classify", "generate", "span"), help="check the folder's task")
+    p.add_argument("--test", required=True, help="test file (--task lm: plain text; loss, perplexity, bits per byte)")
+    p.add_argument("--task", choices=("classify", "generate", "span", "lm"), help="check the folder's task")
     p.add_argument("--metrics", help="generation metrics: rouge, rouge-stemmed, bleu, squad (default: the template's)")
     p.add_argument("--lang", default="auto", help="language of the references (default: as fine-tuned)")
     p.add_argument("--out", help="metrics JSON (default DIR/metrics-TESTNAME.json)")

@@ -140,3 +140,12 @@ def input_prefix(model, tokenizer) -> list[int]:
     if not is_masked_lm(model):
         return []
     return [tokenizer.special_tokens[t] for t in CLS_TOKENS if t in tokenizer.special_tokens][:1]
+
+
+def held_out_loss(stepper, data, batch_size: int) -> tuple[float, float]:
+    """Total and count of the target tokens' losses over every batch of ``data`` (validation of the LM tasks)."""
+    total = count = 0.0
+    for batch in data.batches(batch_size):
+        t, n, _ = stepper.evaluate(batch.inputs, batch.targets, batch.weights)
+        total, count = total + t, count + n
+    return total, count

@@ -4,7 +4,7 @@ Defaults suit the small models lmlab pre-trains on a CPU: AdamW at 3e-4 with
 6% linear warm-up and cosine decay to a tenth (the pre-training schedule of
 :func:`lmlab.training.trainer.build_optimizer`), weight decay 0.01 on
 matrices, batches of 32, three epochs, the best checkpoint by validation
-accuracy (classification) or loss (generation).
+accuracy (classification) or loss (generation, language modelling).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from lmlab.core.records import Record, is_int, is_real
 from lmlab.models.lora import DEFAULT_TARGETS, check_settings, parse_targets
 from lmlab.tasks.augment.operations import parse_operations
 
-TASKS = ("classify", "generate", "span")  # span: extractive QA with an encoder (lmlab.tasks.span)
+TASKS = ("classify", "generate", "span", "lm")  # span: extractive QA with an encoder (lmlab.tasks.span);
+# lm: continued pre-training on plain text (lmlab.tasks.lm)
 POOLINGS = ("last", "mean", "cls")
 CLASS_WEIGHTS = ("none", "balanced")
 

@@ -5,7 +5,8 @@ confusion matrix. Generation: the template's metrics (summarize: ROUGE;
 translate: BLEU; qa: SQuAD EM/F1; a template file: ROUGE and BLEU), or those
 asked for, on completions decoded greedily, by sampling or by beam search.
 Test examples with the same input are merged into one with all their
-targets as references. The metrics are written as JSON (by default
+targets as references. Language modelling (``--task lm``): the test text's loss, perplexity
+and bits per byte, scored as ``lmlab eval --text FILE`` scores it. The metrics are written as JSON (by default
 ``DIR/metrics-TESTNAME.json``) and returned.
 """
 
@@ -23,6 +24,7 @@ from lmlab.generate.search import DecodeConfig
 from lmlab.tasks.classify import classify_texts
 from lmlab.tasks.folder import load_finetuned
 from lmlab.tasks.generate import complete
+from lmlab.tasks.lm import evaluate_text
 from lmlab.tasks.metrics import generation_metrics
 from lmlab.tasks.metrics.classification import classification_metrics
 from lmlab.tasks.readers.labelled import label_ids, read_labelled
@@ -44,6 +46,8 @@ def evaluate_task(folder, test, task: str | None = None, decode: DecodeConfig | 
         from lmlab.tasks.span import evaluate_span
 
         result, rows = evaluate_span(finetuned, test, limit, progress)
+    elif finetuned.task == "lm":  # continued pre-training: the test file's loss, as lmlab eval --text scores it
+        result, rows = evaluate_text(finetuned, test, progress=progress), []
     else:
         result, rows = _generation(finetuned, test, options, limit, decode or DecodeConfig(), max_new_tokens, metrics,
                                    progress)

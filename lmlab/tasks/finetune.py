@@ -1,11 +1,12 @@
-"""``lmlab finetune``: a pretrained run fine-tuned for classification or conditional generation.
+"""``lmlab finetune``: a pretrained run fine-tuned for classification, conditional generation, extractive QA
+or continued pre-training on plain text (``--task lm``, :mod:`lmlab.tasks.lm`).
 
 The loop: batches from :mod:`lmlab.tasks.batching`, compiled steps from
 :class:`lmlab.training.steps.TaskStepper`, the optimizer and schedule of pre-training
 (:func:`lmlab.training.trainer.build_optimizer`: AdamW, warm-up, cosine
 decay, clipping), a validation every ``eval_interval`` steps (default: each
 epoch) and a checkpoint whenever it improves (classification: accuracy;
-generation: completion loss), written by :mod:`lmlab.tasks.folder`. With
+generation: completion loss; lm: token loss), written by :mod:`lmlab.tasks.folder`. With
 ``lora_rank`` the language model is frozen and only LoRA adapters on its
 projections (:mod:`lmlab.models.lora`) and the task head train; the
 checkpoints then hold only those.
@@ -44,6 +45,7 @@ from lmlab.tasks.classify import ClassifyTask
 from lmlab.tasks.config import FinetuneConfig
 from lmlab.tasks.folder import CONFIG, lm_files, read_config, save_weights
 from lmlab.tasks.generate import GenerateTask
+from lmlab.tasks.lm import LanguageModelTask, check_causal
 from lmlab.training.config import TrainConfig
 from lmlab.training.optimizer import build_optimizer
 
@@ -57,7 +59,8 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
     """Fine-tune ``base_run`` on ``train`` (and ``valid``) into the new folder ``out``; returns the results.
 
     ``data_options``: ``format``, ``text_column``, ``label_column`` (classification),
-    ``swap``, ``target_field``, ``limit`` (generation), and the augmentation's
+    ``swap``, ``target_field``, ``limit`` (generation; for lm: documents), ``doc_sep`` (lm: blank, line or
+    file, as ``lmlab data prepare`` splits documents), and the augmentation's
     synonym sources ``wordnet``, ``cilin``, ``neighbours``. ``progress``: a bar over the steps on stderr.
     ``resume``: continue the interrupted fine-tune in ``out`` from its last resume checkpoint, with the
     same arguments it was started with (a change that would change the numbers is refused by name); the
@@ -93,6 +96,9 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
         from lmlab.tasks.span import SpanTask
 
         task = SpanTask(config, base.tokenizer, base.model.config.block_size, options, log)
+    elif config.task == "lm":
+        check_causal(base.model, base_run)
+        task = LanguageModelTask(config, base.tokenizer, base.model.config.block_size, options, log)
     elif is_masked_lm(base.model):
         raise ConfigError("an encoder (masked language model) does not generate text: fine-tune it with "
                           "--task classify or --task span")
@@ -111,7 +117,7 @@ def finetune(base_run, out, train, valid=None, config: FinetuneConfig | None = N
         batch_size=config.batch_size, max_steps=total, learning_rate=config.learning_rate,
         min_learning_rate=config.learning_rate / 10, warmup_steps=warmup, weight_decay=config.weight_decay,
         grad_clip=config.grad_clip, seed=config.seed), model)
-    stepper = TaskStepper(model, optimizer, return_outputs=config.task != "generate",
+    stepper = TaskStepper(model, optimizer, return_outputs=config.task not in ("generate", "lm"),
                           **({"loss_fn": task.loss_fn} if hasattr(task, "loss_fn") else {}))
     interval = config.eval_interval or per_epoch
     every = config.checkpoint_interval or interval  # resume checkpoints
@@ -308,7 +314,7 @@ def _enable_lora(lm, config: FinetuneConfig, log) -> dict:
 
 def _trained(config: FinetuneConfig) -> str:
     if config.lora_rank:
-        return "LoRA adapters" + (" and the head" if config.task != "generate" else "")
+        return "LoRA adapters" + (" and the head" if config.task not in ("generate", "lm") else "")
     return "head only" if config.task == "classify" and config.freeze else "all weights"
 
 

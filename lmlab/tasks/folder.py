@@ -100,7 +100,7 @@ def read_config(folder) -> dict:
     if not (folder / CONFIG).exists():
         raise ConfigError(f"{folder}: not a fine-tuned folder (no {CONFIG})")
     config = read_json(folder / CONFIG, "fine-tuned config")
-    if config.get("task") not in ("classify", "generate", "span"):
+    if config.get("task") not in ("classify", "generate", "span", "lm"):
         raise ConfigError(f"{folder}: not a fine-tuned folder (its {CONFIG} names no task); "
                           f"fine-tune a run with lmlab finetune first")
     return config

@@ -8,10 +8,11 @@ sample of them) decides how metrics tokenise.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from lmlab.core.errors import ConfigError
-from lmlab.tasks.batching import CompletionData
+from lmlab.tasks.batching import CompletionData, held_out_loss
 from lmlab.tasks.config import FinetuneConfig
 from lmlab.tasks.prompts import fit_prompt, training_sequence
 from lmlab.tasks.readers.examples import TaskExample, split_off
@@ -71,12 +72,7 @@ class GenerateTask:
         return lm
 
     def validate(self, stepper) -> dict:
-        import math
-
-        total = count = 0.0
-        for batch in self.valid_data.batches(self.config.batch_size):
-            t, n, _ = stepper.evaluate(batch.inputs, batch.targets, batch.weights)
-            total, count = total + t, count + n
+        total, count = held_out_loss(stepper, self.valid_data, self.config.batch_size)
         loss = total / count
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50)), "val_score": -loss}
 

@@ -3,7 +3,8 @@
 A classifier gives each text its most probable label and every label's
 probability. A generation model fills its template with each text as
 ``source`` (a QA model needs ``context`` and ``question``: give a file in any
-format ``finetune`` reads).
+format ``finetune`` reads). A language model fine-tuned on plain text (``--task lm``) continues each
+text (a file: each non-blank line), ``max_new_tokens`` (default 50) at most.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 from typing import Sequence
 
 from lmlab.core.errors import ConfigError
+from lmlab.core.io import read_text
 from lmlab.core.progress import progress_bar
 from lmlab.generate.search import DecodeConfig
 from lmlab.tasks.classify import classify_texts
 from lmlab.tasks.folder import load_finetuned
 from lmlab.tasks.generate import complete
+from lmlab.tasks.lm import continue_texts
 from lmlab.tasks.readers.examples import TaskExample
 from lmlab.tasks.readers.labelled import read_labelled
 from lmlab.tasks.readers.pairs import read_task_examples
@@ -34,6 +37,13 @@ def predict(folder, texts: Sequence[str] = (), file=None, decode: DecodeConfig |
     if finetuned.task == "span":
         raise ConfigError(f"{folder} answers questions from a context: score it with lmlab evaluate-task --test "
                           "FILE (SQuAD format)")
+    if finetuned.task == "lm":  # continued pre-training: each text (or line of the file) is a prompt to continue
+        texts = list(texts)
+        if file:
+            texts += [line for line in read_text(file, "prompt file").splitlines() if line.strip()]
+        with progress_bar(progress, "decode", " prompts", len(texts)) as bar:
+            outputs = continue_texts(finetuned, texts, decode or DecodeConfig(), max_new_tokens, progress=bar.update)
+        return [{"prompt": t, "completion": o} for t, o in zip(texts, outputs)]
     if finetuned.task == "classify":
         texts = list(texts)
         if file:
