@@ -35,8 +35,7 @@ import numpy as np
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.core.io import read_json
-from lmlab.data.shards import TokenSplit
-from lmlab.evaluation.perplexity import evaluate_tokens
+from lmlab.evaluation.perplexity import evaluate_tokens, text_split
 from lmlab.evaluation.score import Line, score_lines, scorer_for
 from lmlab.interop.savedmodel import export_savedmodel
 from lmlab.models import registry
@@ -221,10 +220,7 @@ class RunModel(LanguageModel):
             return {"perplexity": math.exp(nats / record["tokens"]), "loss": nats / record["tokens"],
                     "bits_per_byte": nats / (math.log(2) * utf8_bytes), "tokens": record["tokens"],
                     "utf8_bytes": utf8_bytes, "nats": nats, "method": "pseudo-log-likelihood"}
-        ids = np.array(self.tokenizer.encode(text), dtype=np.int64)
-        if len(ids) < 2:
-            raise DataError(f"perplexity needs at least 2 tokens of text, got {len(ids)}")
-        split = TokenSplit("text", [ids], self.tokenizer.eos_id, utf8_bytes, 1)
+        split = text_split(self.tokenizer, text)
         return evaluate_tokens(self.model, split, utf8_bytes, self.run.config["model"].get("block_size"),
                                batch_size, stride)
 

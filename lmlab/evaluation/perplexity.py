@@ -65,6 +65,15 @@ def evaluate_tokens(model, split: TokenSplit, utf8_bytes: int, block_size: int |
             "tokens": count, "utf8_bytes": utf8_bytes, "nats": total, "block_size": block_size, "stride": stride}
 
 
+def text_split(tokenizer, text: str, where: str = "the text") -> TokenSplit:
+    """``text`` as a one-document split, as ``lmlab eval --text`` scores it; ``where`` names it in the error
+    for fewer than 2 tokens."""
+    ids = np.array(tokenizer.encode(text), dtype=np.int64)
+    if len(ids) < 2:
+        raise DataError(f"{where}: needs at least 2 tokens to evaluate, has {len(ids)}")
+    return TokenSplit("text", [ids], tokenizer.eos_id, len(text.encode("utf-8")), 1)
+
+
 def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | None = None, batch_size: int = 8,
                  checkpoint: str = "best", progress: bool = False, dtype: str | None = None) -> dict:
     """``lmlab eval``: score a run's model on a prepared split or on a text file (``progress``: bars on stderr),
@@ -74,11 +83,7 @@ def evaluate_run(run_folder, split: str = "test", text_file=None, stride: int | 
     block = run.config["model"].get("block_size")
     if text_file is not None:
         path = Path(text_file)
-        text = read_text(path, "text file")
-        ids = np.array(run.tokenizer.encode(text), dtype=np.int64)
-        if len(ids) < 2:
-            raise DataError(f"{path}: needs at least 2 tokens to evaluate, has {len(ids)}")
-        tokens = TokenSplit("text", [ids], run.tokenizer.eos_id, len(text.encode("utf-8")), 1)
+        tokens = text_split(run.tokenizer, read_text(path, "text file"), str(path))
         source = str(path)
     else:
         data = data_folder(run_folder, run.config)

@@ -90,24 +90,38 @@ class GenerateTask:
 def complete(finetuned, examples: Sequence[TaskExample], decode_config, max_new_tokens: int | None = None,
              truncate: bool | None = None, progress=None) -> tuple[list[str], int]:
     """Each example's completion as text (stripped, without the end token), and how many prompts were cut."""
-    from lmlab.generate.search import decode
-
     settings = finetuned.config["generate"]
-    template = finetuned.template
     max_new = max_new_tokens or settings["max_new_tokens"]
     truncate = finetuned.config["finetune"]["truncate_source"] if truncate is None else truncate
-    block = finetuned.lm.config.block_size
+    block = check_new_tokens(finetuned.lm, max_new)
+    prompts, cut = [], 0
+    for example in examples:
+        prompt, _, truncated = fit_prompt(finetuned.tokenizer, finetuned.template, example, block - max_new + 1,
+                                               truncate, block)
+        prompts.append(prompt)
+        cut += truncated
+    outputs = decode_prompts(finetuned.lm, finetuned.tokenizer, prompts, max_new, decode_config, progress)
+    return [output.strip() for output in outputs], cut
+
+
+def check_new_tokens(lm, max_new: int) -> int:
+    """The model's block size, once ``max_new`` new tokens are known to fit in it."""
+    block = lm.config.block_size
     if not 1 <= max_new <= block:
         raise ConfigError(f"max_new_tokens must be in [1, {block}] for this model, got {max_new}")
-    tokenizer, eos = finetuned.tokenizer, finetuned.tokenizer.eos_id
-    outputs, cut = [], 0
-    for i, example in enumerate(examples):
-        prompt, prefix, truncated = fit_prompt(tokenizer, template, example, block - max_new + 1, truncate, block)
-        cut += truncated
-        # Each example samples from its own seed, so one input's draw does not depend on the others.
-        new = decode(finetuned.lm, prompt, max_new, decode_config, eos, seed=decode_config.seed + i)
-        new = new[:-1] if new and new[-1] == eos else new
-        outputs.append(tokenizer.decode(new).strip())
+    return block
+
+
+def decode_prompts(lm, tokenizer, prompts: Sequence[Sequence[int]], max_new: int, decode_config,
+                   progress=None) -> list[str]:
+    """Each token prompt's continuation as text, without the end token."""
+    from lmlab.generate.search import decode  # Keras: not for light commands
+
+    eos, outputs = tokenizer.eos_id, []
+    for i, prompt in enumerate(prompts):
+        # Each prompt samples from its own seed, so one input's draw does not depend on the others.
+        new = decode(lm, prompt, max_new, decode_config, eos, seed=decode_config.seed + i)
+        outputs.append(tokenizer.decode(new[:-1] if new and new[-1] == eos else new))
         if progress:
             progress(1)
-    return outputs, cut
+    return outputs

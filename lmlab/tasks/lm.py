@@ -34,10 +34,10 @@ from lmlab.core.errors import ConfigError, DataError
 from lmlab.core.io import read_text
 from lmlab.data.documents import DOC_SEPARATORS, ReadOptions, ReadStats
 from lmlab.data.readers import read_text as read_text_documents
-from lmlab.data.shards import TokenSplit
-from lmlab.evaluation.perplexity import evaluate_tokens
+from lmlab.evaluation.perplexity import evaluate_tokens, text_split
 from lmlab.tasks.batching import Batch, held_out_loss, is_masked_lm
 from lmlab.tasks.config import FinetuneConfig
+from lmlab.tasks.generate import check_new_tokens, decode_prompts
 
 DEFAULT_NEW_TOKENS = 50  # lmlab predict on an lm fine-tune, without --max-new-tokens
 
@@ -169,33 +169,17 @@ def check_causal(model, base_run) -> None:
 def evaluate_text(finetuned, test, batch_size: int = 8, stride: int | None = None, progress: bool = False) -> dict:
     """``lmlab evaluate-task`` on an lm fine-tune: the test file scored as ``lmlab eval --text`` scores it (the
     whole file one text), which is also ``lmlab.load(folder).perplexity(text)``."""
-    text = read_text(Path(test), "text file")
-    ids = np.array(finetuned.tokenizer.encode(text), dtype=np.int64)
-    if len(ids) < 2:
-        raise DataError(f"{test}: needs at least 2 tokens to evaluate, has {len(ids)}")
-    utf8 = len(text.encode("utf-8"))
-    split = TokenSplit("text", [ids], finetuned.tokenizer.eos_id, utf8, 1)
-    return evaluate_tokens(finetuned.lm, split, utf8, finetuned.lm.config.block_size, batch_size, stride, progress)
+    split = text_split(finetuned.tokenizer, read_text(Path(test), "text file"), str(test))
+    return evaluate_tokens(finetuned.lm, split, split.utf8_bytes, finetuned.lm.config.block_size, batch_size, stride,
+                           progress)
 
 
 def continue_texts(finetuned, prompts: Sequence[str], decode_config, max_new_tokens: int | None = None,
                    progress=None) -> list[str]:
     """Each prompt's continuation as text (``lmlab predict`` on an lm fine-tune); an over-long prompt keeps its
     end, an empty one starts a new document (after the end token)."""
-    from lmlab.generate.search import decode  # Keras: not for light commands
-
-    block = finetuned.lm.config.block_size
-    max_new = max_new_tokens or min(DEFAULT_NEW_TOKENS, block)
-    if not 1 <= max_new <= block:
-        raise ConfigError(f"max_new_tokens must be in [1, {block}] for this model, got {max_new}")
-    tokenizer, eos = finetuned.tokenizer, finetuned.tokenizer.eos_id
-    outputs = []
-    for i, prompt in enumerate(prompts):
-        ids = list(tokenizer.encode(prompt)) or [eos]
-        ids = ids[-(block - max_new + 1):]
-        new = decode(finetuned.lm, ids, max_new, decode_config, eos, seed=decode_config.seed + i)
-        new = new[:-1] if new and new[-1] == eos else new
-        outputs.append(tokenizer.decode(new))
-        if progress:
-            progress(1)
-    return outputs
+    max_new = max_new_tokens or min(DEFAULT_NEW_TOKENS, finetuned.lm.config.block_size)
+    block = check_new_tokens(finetuned.lm, max_new)
+    eos = finetuned.tokenizer.eos_id
+    prompts = [(list(finetuned.tokenizer.encode(prompt)) or [eos])[-(block - max_new + 1):] for prompt in prompts]
+    return decode_prompts(finetuned.lm, finetuned.tokenizer, prompts, max_new, decode_config, progress)
