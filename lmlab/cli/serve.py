@@ -17,7 +17,8 @@ def add_commands(commands) -> None:
     p.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
     p.add_argument("--max-batch", type=int, default=8, help="sequences decoded together (slots)")
     p.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot; past it, 429")
-    p.add_argument("--context", type=int, help="positions per slot (default: the model's block size)")
+    p.add_argument("--context", type=int, help="positions per slot (default: the model's block size; an "
+                   "n-gram: 4096, a bound on prompt + new tokens)")
     p.add_argument("--model-name", help="the model's id in the API (default: the run folder's name)")
     p.add_argument("--reload-every", type=float, default=2.0, metavar="SECONDS",
                    help="look this often whether a run still training has a new checkpoint, and serve it "

@@ -23,6 +23,11 @@ last token again and its output ignored (its row is overwritten when a sequence 
 
 Because the step's shape never changes and rows never mix, a sequence's tokens are the same
 whichever others share the batch (the tests hold greedy decoding alone equal to batched).
+
+A counted model (the n-gram) has no cache and nothing to compile: :class:`CountSlots` answers the
+same calls, each row's history on the host and its next-token distribution from the counts
+(``model.next_log_probs``), picked by the same :func:`pick_rows` with the same draws.
+:func:`slots_for` chooses between the two.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from lmlab.generate.decoder import cache_batch_axes, map_cache
 CHUNK = 16  # tokens per compiled call: fewer host round trips vs. how long a waiting request waits
 TOP = 20  # alternatives returned per token (OpenAI's bound on logprobs)
 PREFILL_MIN = 16  # the shortest padded prefill
+COUNT_CONTEXT = 4096  # a counted model's default bound on prompt + new tokens (it has no window)
 
 
 def filter_rows(log_probs, temperature, top_k, top_p):
@@ -81,22 +87,13 @@ def pick_rows(log_probs, temperature, top_k, top_p, uniform):
     return ops.cond(ops.any(temperature > 0), sampled, lambda: greedy)
 
 
-class SlotBatch:
-    """``slots`` decoding rows over one cache of ``context`` positions (default: the model's block)."""
+class Slots:
+    """What every kind of slots holds per row: its budget, end token, sampling settings and draws."""
 
-    def __init__(self, model, slots: int, context: int | None = None, chunk: int = CHUNK):
-        if not hasattr(model, "call_with_cache"):
-            raise ConfigError("continuous batching needs a neural language model with a cache")
-        self.model, self.slots, self.chunk = model, int(slots), int(chunk)
-        self.context = int(context or model.config.block_size)
-        if not 1 <= self.context <= model.config.block_size:
-            raise ConfigError(f"context must be in [1, {model.config.block_size}], got {self.context}")
+    def __init__(self, model, slots: int, context: int, chunk: int = CHUNK):
+        self.model, self.slots, self.chunk, self.context = model, int(slots), int(chunk), int(context)
         if self.slots < 1 or self.chunk < 1:
             raise ConfigError(f"slots and chunk must be >= 1, got {self.slots} and {self.chunk}")
-        self.cache = model.init_cache(self.slots, self.context)
-        self.padded_prefill = positional_cache(model)
-        self.positions = np.zeros(self.slots, np.int32)  # where each slot's newest token goes
-        self.last = np.zeros(self.slots, np.int32)  # each slot's newest token, not yet read
         self.left = np.zeros(self.slots, np.int32)  # tokens each slot may still make (0: free or done)
         self.eos = np.full(self.slots, -1, np.int32)  # the token that ends each slot (-1: none)
         self.temperature = np.zeros(self.slots, np.float32)
@@ -104,13 +101,57 @@ class SlotBatch:
         self.top_p = np.ones(self.slots, np.float32)
         self.rngs: list[np.random.Generator | None] = [None] * self.slots
         self.spare = [np.zeros(0, np.float32)] * self.slots  # each slot's drawn uniforms not yet used
+        self._pick = compile_function(pick_rows)
+
+    def pick(self, log_probs: np.ndarray, sampler, rng: np.random.Generator) -> int:
+        """The first token after a prefill (``log_probs`` ``(V,)``), by the rules and draws of :meth:`step`."""
+        token = self._pick(log_probs[None].astype(np.float32), np.float32([sampler.temperature]),
+                           np.int32([sampler.top_k]), np.float32([sampler.top_p]), np.float32([draw(rng, 1)[0]]))
+        return int(keras.ops.convert_to_numpy(token)[0])
+
+    def settle(self, slot: int, left: int, sampler, rng, eos: int | None) -> None:
+        """Slot ``slot`` may make ``left`` more tokens with ``sampler``'s settings and ``rng``'s draws."""
+        self.left[slot], self.eos[slot] = left, -1 if eos is None else eos
+        self.temperature[slot], self.top_k[slot], self.top_p[slot] = sampler.temperature, sampler.top_k, sampler.top_p
+        self.rngs[slot], self.spare[slot] = rng, np.zeros(0, np.float32)
+
+    def release(self, slot: int) -> None:
+        self.left[slot], self.rngs[slot] = 0, None
+
+    def uniforms(self) -> np.ndarray:
+        """``(slots, chunk)`` draws for the next step; token j of a sequence uses its j-th draw however the calls
+        fall (the draws a step does not use wait in :attr:`spare`, see :meth:`used`)."""
+        uniforms = np.ones((self.slots, self.chunk), np.float32)
+        for slot, rng in enumerate(self.rngs):
+            if rng is not None and self.left[slot] > 0 and self.temperature[slot] > 0:
+                spare = self.spare[slot]
+                self.spare[slot] = np.concatenate([spare, draw(rng, self.chunk - len(spare))])
+                uniforms[slot] = self.spare[slot]
+        return uniforms
+
+    def used(self, made: int) -> None:
+        self.spare = [spare[made:] for spare in self.spare]
+
+
+class SlotBatch(Slots):
+    """``slots`` decoding rows over one cache of ``context`` positions (default: the model's block)."""
+
+    def __init__(self, model, slots: int, context: int | None = None, chunk: int = CHUNK):
+        if not hasattr(model, "call_with_cache"):
+            raise ConfigError("continuous batching needs a neural language model with a cache")
+        super().__init__(model, slots, int(context or model.config.block_size), chunk)
+        if not 1 <= self.context <= model.config.block_size:
+            raise ConfigError(f"context must be in [1, {model.config.block_size}], got {self.context}")
+        self.cache = model.init_cache(self.slots, self.context)
+        self.padded_prefill = positional_cache(model)
+        self.positions = np.zeros(self.slots, np.int32)  # where each slot's newest token goes
+        self.last = np.zeros(self.slots, np.int32)  # each slot's newest token, not yet read
         self.recompile()
 
     def recompile(self) -> None:
         """(Re)build the compiled calls: on JAX they hold the weights they were traced with."""
         self._step = compile_function(self._decode_fn(self.model))
         self._place = compile_function(self._place_fn(self.model))
-        self._pick = compile_function(pick_rows)
         if self.padded_prefill:
             model, context, ops = self.model, self.context, keras.ops
 
@@ -196,48 +237,112 @@ class SlotBatch:
         log_probs, row = self._prefill_last(ids, np.int32(len(prompt) - 1))
         return np.asarray(keras.ops.convert_to_numpy(log_probs)), row
 
-    def pick(self, log_probs: np.ndarray, sampler, rng: np.random.Generator) -> int:
-        """The first token after a prefill (``log_probs`` ``(V,)``), by the rules and draws of :meth:`step`."""
-        token = self._pick(log_probs[None].astype(np.float32), np.float32([sampler.temperature]),
-                           np.int32([sampler.top_k]), np.float32([sampler.top_p]), np.float32([draw(rng, 1)[0]]))
-        return int(keras.ops.convert_to_numpy(token)[0])
-
     def place(self, slot: int, row, length: int, token: int, left: int, sampler, rng, eos: int | None) -> None:
         """Slot ``slot`` holds a prefilled prompt of ``length`` tokens (its cache ``row``) followed by ``token``,
         and may make ``left`` more tokens, ending at ``eos`` (None: only at ``left``)."""
         self.cache = self._place(self.cache, row, np.int32(slot))
-        self.positions[slot], self.last[slot], self.left[slot] = length, token, left
-        self.eos[slot] = -1 if eos is None else eos
-        self.temperature[slot], self.top_k[slot], self.top_p[slot] = sampler.temperature, sampler.top_k, sampler.top_p
-        self.rngs[slot], self.spare[slot] = rng, np.zeros(0, np.float32)
+        self.positions[slot], self.last[slot] = length, token
+        self.settle(slot, left, sampler, rng, eos)
 
     def release(self, slot: int) -> None:
-        self.positions[slot], self.last[slot], self.left[slot], self.rngs[slot] = 0, 0, 0, None
+        super().release(slot)
+        self.positions[slot], self.last[slot] = 0, 0
 
     def step(self, hurry: bool = False):
         """Up to ``chunk`` tokens for every slot still making some: ``(tokens, logprobs, top_ids, top_logprobs)``,
         ``(slots, n)`` and ``(slots, n, TOP)`` NumPy arrays of the same ``n`` columns. A row that ended (its end
         token or its budget) within them holds junk after that; the others made all ``n``. With ``hurry`` the
         call ends as soon as a row ends, to let a waiting sequence in."""
-        uniforms = np.ones((self.slots, self.chunk), np.float32)
-        for slot, rng in enumerate(self.rngs):
-            if rng is not None and self.left[slot] > 0 and self.temperature[slot] > 0:
-                # Token j of a sequence uses its j-th draw however the calls fall: unused draws wait for the next.
-                spare = self.spare[slot]
-                self.spare[slot] = np.concatenate([spare, draw(rng, self.chunk - len(spare))])
-                uniforms[slot] = self.spare[slot]
         made, left, self.cache, *outs = self._step(
             self.last, self.cache, self.positions, self.left, self.eos, self.temperature, self.top_k, self.top_p,
-            uniforms, np.int32(self.chunk), np.bool_(hurry))
+            self.uniforms(), np.int32(self.chunk), np.bool_(hurry))
         made = int(keras.ops.convert_to_numpy(made))
         tokens, chosen, top_ids, top_values = (np.asarray(keras.ops.convert_to_numpy(o))[:, :made] for o in outs)
         live = self.left > 0
-        self.spare = [spare[made:] for spare in self.spare]
+        self.used(made)
         self.left = np.asarray(keras.ops.convert_to_numpy(left), np.int32)
         self.positions = np.where(live, self.positions + made, self.positions).astype(np.int32)
         if made:
             self.last = np.where(live, tokens[:, -1], self.last).astype(np.int32)
         return tokens, chosen, top_ids, top_values
+
+
+class CountSlots(Slots):
+    """``slots`` rows decoded from a counted model's next-token distributions (``model.next_log_probs(history)``,
+    the n-gram's :class:`~lmlab.runs.ngram.TokenNGram`), with :class:`SlotBatch`'s calls and sampling.
+
+    A row's state is its token history from the document start; there is no window, so ``context`` only bounds
+    what a request may ask for (prompt and new tokens). A step runs on the host, one token at a time for every
+    live row; the pick is :func:`pick_rows` on the rows' distributions with the rows' own draws."""
+
+    def __init__(self, model, slots: int, context: int | None = None, chunk: int = CHUNK):
+        if not hasattr(model, "next_log_probs"):
+            raise ConfigError("counted-model slots need a model with next-token distributions (an n-gram run)")
+        super().__init__(model, slots, int(context or COUNT_CONTEXT), chunk)
+        if self.context < 1:
+            raise ConfigError(f"context must be >= 1, got {self.context}")
+        self.histories: list[list[int]] = [[] for _ in range(self.slots)]
+        self.vocab_size = int(model.tokenizer.vocab_size)
+
+    def recompile(self) -> None:
+        """Nothing is compiled from the model's weights (counts have no reload)."""
+
+    def prefill(self, prompt, every_position: bool = False):
+        """As :meth:`SlotBatch.prefill`; the row is the prompt itself. With ``every_position``, row ``t`` holds the
+        exact probability of the prompt's token ``t + 1`` even where the distribution would never draw it (a word
+        the model scores as ``<unk>``), so echoed prompts score as ``lmlab score`` scores them."""
+        if not 1 <= len(prompt) <= self.context:
+            raise ConfigError(f"a prompt of {len(prompt)} tokens does not fit the context of {self.context}")
+        prompt = [int(i) for i in prompt]
+        if not every_position:
+            return self.model.next_log_probs(prompt), prompt
+        rows = np.stack([self.model.next_log_probs(prompt[:t + 1]) for t in range(len(prompt))])
+        for t, token in enumerate(prompt[1:]):
+            if rows[t, token] == -np.inf:
+                rows[t, token] = self.model.log_prob(prompt[:t + 1], token)
+        return rows, prompt
+
+    def place(self, slot: int, row, length: int, token: int, left: int, sampler, rng, eos: int | None) -> None:
+        """As :meth:`SlotBatch.place`: the row's history is the prompt ``row`` and ``token``."""
+        self.histories[slot] = [*row[:length], int(token)]
+        self.settle(slot, left, sampler, rng, eos)
+
+    def release(self, slot: int) -> None:
+        super().release(slot)
+        self.histories[slot] = []
+
+    def step(self, hurry: bool = False):
+        """As :meth:`SlotBatch.step`, on the host."""
+        uniforms, free_before = self.uniforms(), int(np.sum(self.left == 0))
+        tokens = np.zeros((self.slots, self.chunk), np.int32)
+        chosen = np.zeros((self.slots, self.chunk), np.float32)
+        top_ids = np.zeros((self.slots, self.chunk, TOP), np.int32)
+        top_values = np.full((self.slots, self.chunk, TOP), -np.inf, np.float32)
+        made, k = 0, min(TOP, self.vocab_size)
+        while made < self.chunk and np.any(self.left > 0) and not (hurry and np.sum(self.left == 0) > free_before):
+            live = np.flatnonzero(self.left > 0)
+            log_probs = np.zeros((self.slots, self.vocab_size), np.float32)  # a finished row's output is ignored
+            for slot in live:
+                log_probs[slot] = self.model.next_log_probs(self.histories[slot])
+            token = np.asarray(keras.ops.convert_to_numpy(self._pick(
+                log_probs, self.temperature, self.top_k, self.top_p, uniforms[:, made])), np.int32)
+            best = np.argpartition(-log_probs, k - 1, axis=-1)[:, :k]
+            best = np.take_along_axis(best, np.argsort(-np.take_along_axis(log_probs, best, -1), axis=-1), -1)
+            tokens[:, made], chosen[:, made] = token, log_probs[np.arange(self.slots), token]
+            top_ids[:, made, :k], top_values[:, made, :k] = best, np.take_along_axis(log_probs, best, -1)
+            for slot in live:
+                self.histories[slot].append(int(token[slot]))
+            self.left = np.where(token == self.eos, 0, np.maximum(self.left - 1, 0)).astype(np.int32)
+            made += 1
+        self.used(made)
+        return tokens[:, :made], chosen[:, :made], top_ids[:, :made], top_values[:, :made]
+
+
+def slots_for(model, slots: int, context: int | None = None, chunk: int = CHUNK) -> Slots:
+    """The slots that decode ``model``: :class:`SlotBatch` for a cached neural model, :class:`CountSlots` for a
+    counted one."""
+    kind = CountSlots if hasattr(model, "next_log_probs") and not hasattr(model, "call_with_cache") else SlotBatch
+    return kind(model, slots, context, chunk)
 
 
 def positional_cache(model) -> bool:

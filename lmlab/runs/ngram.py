@@ -23,6 +23,7 @@ import numpy as np
 from lmlab.data.shards import TokenSplit
 from lmlab.core.errors import DataError
 from lmlab.models.ngram.model import NGramLM
+from lmlab.models.ngram.vocabulary import EOS, UNK
 from lmlab.tokenizers import Tokenizer, load_tokenizer
 
 MODEL_FOLDER = "model"
@@ -57,6 +58,37 @@ class TokenNGram:
         self.symbols = symbols_of(tokenizer)
         self._to_ngram = model.vocabulary.lookup(self.symbols).astype(np.int32)  # tokenizer id -> n-gram id
         self._index = {w: i for i, w in enumerate(self.symbols)}
+        # For next-token distributions: the end token is </s>; an id the model has no word for is <unk>.
+        self._to_word = self._to_ngram.copy()
+        self._to_word[tokenizer.eos_id] = EOS
+        self._is_word = self._to_word != UNK
+        self._is_word[tokenizer.eos_id] = True
+
+    def next_log_probs(self, history: Sequence[int]) -> np.ndarray:
+        """(V,) float32 natural-log p(token | history) over the tokenizer's ids, for decoding with
+        :class:`~lmlab.generate.batching.CountSlots`.
+
+        ``history`` is token ids from the document start (an end token); the sentence in progress is what
+        follows its last end token, and the end token itself is ``</s>``. Ids that are not words of the model
+        (special tokens, words it never counted, which it would score as ``<unk>``) get ``-inf``: they are
+        never drawn, as :meth:`NGramLM.generate` never draws ``<unk>``; :meth:`log_prob` scores them."""
+        words = self._sentence_words(history)
+        probs = self.model.next_word_probabilities(words)[self._to_word]
+        with np.errstate(divide="ignore"):
+            log_probs = np.log(probs).astype(np.float32)
+        log_probs[~self._is_word] = -np.inf
+        return log_probs
+
+    def log_prob(self, history: Sequence[int], token: int) -> float:
+        """Natural-log p(``token`` | ``history``) exactly as :meth:`sentence_log10` scores it (``<unk>``'s
+        probability for an id that is not a word of the model)."""
+        words = self._sentence_words(history)
+        return math.log(10) * self.model.word_log10(words, int(self._to_word[int(token)]))
+
+    def _sentence_words(self, history: Sequence[int]) -> list[int]:
+        ids = [int(i) for i in history]
+        ends = [n for n, i in enumerate(ids) if i == self.tokenizer.eos_id]
+        return [int(self._to_ngram[i]) for i in ids[ends[-1] + 1 if ends else 0:]]
 
     def num_parameters(self) -> int:
         return int(sum(self.model.counts) * 2)  # a probability and a backoff per n-gram

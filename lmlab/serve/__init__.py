@@ -21,14 +21,18 @@ def build_engine(run, checkpoint: str = "best", max_batch: int = 8, max_queue: i
     from lmlab.serve.engine import Engine
 
     loaded = run if isinstance(run, LoadedRun) else load_run(run, checkpoint)
-    if not hasattr(loaded.model, "call_with_cache"):
+    if not (hasattr(loaded.model, "call_with_cache") or counted(loaded)):
         family = loaded.config["model"].get("family", "transformer")
-        raise ConfigError("lmlab serve decodes with a cache: transformer, rnn and gated_cnn runs (not n-gram or "
-                          "masked LMs); "
-                          f"this run is {family!r}")
+        raise ConfigError("lmlab serve generates left to right: transformer, rnn, gated_cnn and n-gram runs (not "
+                          f"masked LMs); this run is {family!r}")
     engine = Engine(loaded.model, loaded.tokenizer, max_batch, max_queue, context)
     engine.served = {"checkpoint": Path(loaded.checkpoint).name, "step": loaded.step}
     return engine.start(), loaded
+
+
+def counted(loaded: LoadedRun) -> bool:
+    """An n-gram run: decoded from its counts on the host, with no checkpoints to reload."""
+    return hasattr(loaded.model, "next_log_probs")
 
 
 def serve(run, host: str = "127.0.0.1", port: int = 8000, checkpoint: str = "best", max_batch: int = 8,
@@ -46,7 +50,7 @@ def serve(run, host: str = "127.0.0.1", port: int = 8000, checkpoint: str = "bes
     log(f"serving {name} (step {loaded.step}, {max_batch} slots, context {engine.context}) "
         f"on http://{host}:{port}/")
     reloader = None
-    if reload_every > 0:
+    if reload_every > 0 and not counted(loaded):
         reloader = Reloader(engine, loaded.folder, checkpoint, reload_every, engine.served["checkpoint"]).start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

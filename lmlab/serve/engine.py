@@ -3,7 +3,8 @@
 The HTTP side (:mod:`lmlab.serve.app`) turns a request into :class:`Job`\\ s and hands them to
 :meth:`Engine.submit`; the engine thread admits them between decoding calls (each up to
 :data:`~lmlab.generate.batching.CHUNK` tokens for every slot), as slots free up
-(:class:`~lmlab.generate.batching.SlotBatch`), and sends each job its events through the job's
+(:class:`~lmlab.generate.batching.SlotBatch`, or :class:`~lmlab.generate.batching.CountSlots` for an
+n-gram), and sends each job its events through the job's
 ``emit`` callback, a list at a time: what one prefill or one batch step made for the job (the HTTP
 side passes one that puts them on its asyncio queue, and writes each list out in one piece). Only this
 thread touches the model, so the model needs no locks and the event loop never waits on it.
@@ -27,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from lmlab.generate.batching import SlotBatch
+from lmlab.generate.batching import slots_for
 from lmlab.generate.samplers import SamplerConfig
 from lmlab.serve.metrics import Metrics
 from lmlab.serve.sampling import top_log_probs
@@ -81,7 +82,7 @@ class Engine:
     def __init__(self, model, tokenizer, slots: int = 8, max_queue: int = 64, context: int | None = None,
                  metrics: Metrics | None = None):
         self.model, self.tokenizer = model, tokenizer
-        self.batch = SlotBatch(model, slots, context)
+        self.batch = slots_for(model, slots, context)
         self.context, self.max_queue = self.batch.context, int(max_queue)
         self.metrics = metrics or Metrics()
         self.pending: collections.deque[Job] = collections.deque()

@@ -358,6 +358,16 @@ class NGramLM:
 
     # -- generation ------------------------------------------------------------
 
+    def next_word_probabilities(self, context_ids: Sequence[int], bos: bool = True) -> np.ndarray:
+        """(V,) float64 p(w | context) over the model's word ids, by the back-off rule; ``context_ids`` are
+        word ids (:attr:`vocabulary`) of the sentence so far (``bos``: it starts the sentence)."""
+        return query.next_word_distribution(self.tables, ([BOS] if bos else []) + [int(i) for i in context_ids])
+
+    def word_log10(self, context_ids: Sequence[int], word_id: int, bos: bool = True) -> float:
+        """log10 p(word | context) over word ids, as :meth:`score` scores the word there (float32, KenLM's)."""
+        tokens = np.array(([BOS] if bos else []) + [int(i) for i in context_ids] + [int(word_id)], np.int32)
+        return float(query.score(self.tables, tokens, np.arange(len(tokens)))[-1])
+
     def generate(self, context: Sequence[str] = (), max_words: int = 50, seed: int = 0,
                  bos: bool = True) -> list[str]:
         """Sample words after ``context`` until ``</s>`` or ``max_words``; deterministic per seed.
