@@ -12,6 +12,11 @@ DATA = Path(os.environ.get("LMLAB_DATA", REPO.parent / "shared" / "data"))
 os.environ["LMLAB_DATA"] = str(DATA)  # what lmlab itself reads (WordNet, experiment files), wherever pytest runs
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker per core, at most 4 (each runs TensorFlow on every core; more would only contend)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def data_path(*parts: str) -> Path:
     path = DATA.joinpath(*parts)
     if not path.exists():

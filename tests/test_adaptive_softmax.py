@@ -261,6 +261,16 @@ def test_each_family_trains_evaluates_generates_and_reloads(runs, words, family,
     unigram = unigram_cross_entropy(split_tokens(words, "train"), split_tokens(words, "valid")[1:], 500)
     assert metrics["loss"] < unigram + 0.25 and metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
 
+    # lmlab score's cheap path (the targets' loss, no (B, T, V) tensor) equals the chain from the full log-probabilities.
+    from lmlab.evaluation.score import score_texts
+
+    text = "ROMEO: What say you, my lord?"
+    record = next(score_texts(loaded, [text], tokens=True))
+    tokenizer = loaded.tokenizer
+    ids = [tokenizer.eos_id, *tokenizer.encode(text), tokenizer.eos_id]
+    full = np.asarray(loaded.model(np.asarray([ids[:-1]])))[0].astype(np.float64)
+    np.testing.assert_allclose(record["token_logprobs"], full[np.arange(len(ids) - 1), ids[1:]], atol=1e-4)
+
     prompt = loaded.tokenizer.encode("ROMEO:")
     greedy = SamplerConfig(temperature=0)
     cached = generate_ids(loaded.model, [prompt], 8, greedy)[0]

@@ -103,14 +103,15 @@ class CausalScorer:
     method = "chain"
 
     def __init__(self, model, tokenizer, batch_size: int = 32, stride: int | None = None):
-        from lmlab.training.steps import token_loss
+        from lmlab.training.steps import model_token_loss
 
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.block = model.config.block_size
         self.stride = stride or self.block
         if not 1 <= self.stride <= self.block:
             raise ConfigError(f"stride must be in [1, {self.block}], got {self.stride}")
-        self._log_probs = compile_function(lambda x, y: -token_loss(y, model(x, training=False)))
+        # An adaptive-softmax model scores its targets without the (B, T, V) log-probabilities.
+        self._log_probs = compile_function(lambda x, y: -model_token_loss(model, x, y, False))
 
     def width(self, length: int) -> int:
         """Row length for ``length`` inputs: a power of two from 16, at most the block (few compiled shapes)."""
