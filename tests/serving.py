@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,3 +92,23 @@ def open_stream(url: str, body: dict, timeout: float = 30) -> tuple[http.client.
     connection.request("POST", "/v1/completions", json.dumps({**body, "stream": True}).encode(),
                        {"Content-Type": "application/json"})
     return connection, connection.getresponse()
+
+
+def greedy_beside_sampled(client, model: str, prompts, greedy, noise_tokens: int = 30, step: int = 7) -> list:
+    """``greedy(client, prompt)`` for each prompt while one sampled request per prompt decodes beside them
+    (joining and leaving as they go); the greedy choices, in order."""
+    noise = [threading.Thread(target=client.completions.create,
+                              kwargs=dict(model=model, prompt=p, max_tokens=noise_tokens + step * i, seed=i,
+                                          temperature=1.0))
+             for i, p in enumerate(prompts)]
+    results = [None] * len(prompts)
+
+    def ask(i):
+        results[i] = greedy(client, prompts[i]).choices[0]
+
+    asks = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+    for thread in noise + asks:
+        thread.start()
+    for thread in noise + asks:
+        thread.join(60)
+    return results

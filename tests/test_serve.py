@@ -11,12 +11,11 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 
-from tests.serving import BLOCK, metric, open_stream, request, running_server, tiny_run
+from tests.serving import BLOCK, greedy_beside_sampled, metric, open_stream, request, running_server, tiny_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 openai = pytest.importorskip("openai", reason="pip install 'lmlab[test]' (the openai client)")
@@ -74,19 +73,7 @@ def test_greedy_equals_the_library_decoder_alone_and_batched(client, loaded):
         assert choice.logprobs.tokens == [tokenizer.id_to_token(t) for t in ids]
         assert choice.finish_reason == "length"
     # The same prompts while three sampled requests decode beside them, joining and leaving as they go.
-    noise = [threading.Thread(target=client.completions.create,
-                              kwargs=dict(model="tiny", prompt=p, max_tokens=30 + 7 * i, seed=i, temperature=1.0))
-             for i, p in enumerate(PROMPTS)]
-    results = [None] * len(PROMPTS)
-
-    def ask(i):
-        results[i] = greedy(client, PROMPTS[i]).choices[0]
-
-    asks = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
-    for thread in noise + asks:
-        thread.start()
-    for thread in noise + asks:
-        thread.join(60)
+    results = greedy_beside_sampled(client, "tiny", PROMPTS, greedy)
     assert [r.text for r in results] == [a.text for a in alone]
     # bit for bit: the step has one shape whoever shares it, and rows never mix
     assert [r.logprobs.token_logprobs for r in results] == [a.logprobs.token_logprobs for a in alone]

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 
 import numpy as np
 import pytest
 
 from tests.conftest import data_path
-from tests.serving import request, running_server
+from tests.serving import greedy_beside_sampled, request, running_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 openai = pytest.importorskip("openai", reason="pip install 'lmlab[test]' (the openai client)")
@@ -98,19 +97,7 @@ def test_greedy_is_the_most_probable_chain_alone_and_batched(client, loaded):
             history.append(expected[-1])
         assert choice.logprobs.tokens == [tokenizer.id_to_token(t) for t in expected]
         assert choice.finish_reason == "length"
-    noise = [threading.Thread(target=client.completions.create,
-                              kwargs=dict(model="trigram", prompt=p, max_tokens=15 + 5 * i, seed=i, temperature=1.0))
-             for i, p in enumerate(PROMPTS)]
-    results = [None] * len(PROMPTS)
-
-    def ask(i):
-        results[i] = greedy(client, PROMPTS[i]).choices[0]
-
-    asks = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
-    for thread in noise + asks:
-        thread.start()
-    for thread in noise + asks:
-        thread.join(60)
+    results = greedy_beside_sampled(client, "trigram", PROMPTS, greedy, noise_tokens=15, step=5)
     assert [r.logprobs.token_logprobs for r in results] == [a.logprobs.token_logprobs for a in alone]
 
 
